@@ -1,0 +1,194 @@
+//! The application-facing API (`/api/*`), for applications in any language. Every route needs
+//! `Authorization: Bearer <api key>`.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use crate::channel::Channel;
+use crate::error::{Error, Result};
+use crate::extract::{bearer, JsonBody};
+use crate::node::{PageConfig, Subscription};
+use crate::token::UserId;
+use crate::transport::send::null;
+use crate::Realtime;
+
+fn require_api_key(rt: &Realtime, headers: &HeaderMap) -> Result<()> {
+    let key = bearer(headers)?;
+    if rt.check_api_key(key) {
+        Ok(())
+    } else {
+        Err(Error::unauthorized(
+            "invalid_api_key",
+            "the API key is not valid",
+        ))
+    }
+}
+
+/// The body of `POST /api/subscribe`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeRequest {
+    /// The channel's fields.
+    pub channel: Channel,
+    /// Who may receive it.
+    pub user: UserId,
+}
+
+/// `POST /api/subscribe`: one subscription for one user.
+pub async fn subscribe(
+    State(rt): State<Realtime>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<SubscribeRequest>,
+) -> Result<Json<Subscription>> {
+    require_api_key(&rt, &headers)?;
+    Ok(Json(rt.subscribe(&req.channel, req.user).await?))
+}
+
+/// The body of `POST /api/page`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageRequest {
+    /// Who the page is for.
+    pub user: UserId,
+    /// The channels the page receives.
+    pub channels: Vec<Channel>,
+}
+
+/// `POST /api/page`: the config object the page hands to the client's `init`.
+pub async fn page(
+    State(rt): State<Realtime>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<PageRequest>,
+) -> Result<Json<PageConfig>> {
+    require_api_key(&rt, &headers)?;
+    let max = rt.config().limits.subscriptions;
+    if req.channels.len() > max {
+        return Err(Error::bad_request(
+            "too_many_subscriptions",
+            format!("at most {max} channels per page"),
+        ));
+    }
+    let url = base_url(&rt, &headers);
+    Ok(Json(rt.page(req.user, &req.channels, url).await?))
+}
+
+/// The base URL of the client endpoints: `server.public_url`, else the scheme and Host of the
+/// request (honouring `X-Forwarded-Proto` and `X-Forwarded-Host` from a proxy).
+fn base_url(rt: &Realtime, headers: &HeaderMap) -> String {
+    let public = rt.config().server.public_url.trim_end_matches('/');
+    if !public.is_empty() {
+        return public.to_string();
+    }
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let proto = get("x-forwarded-proto").unwrap_or_else(|| "http".into());
+    let host = get("x-forwarded-host")
+        .or_else(|| get(header::HOST.as_str()))
+        .unwrap_or_else(|| rt.config().server.listen.clone());
+    format!("{proto}://{host}")
+}
+
+/// One event to notify.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyItem {
+    /// The channel's fields.
+    pub channel: Channel,
+    /// Any JSON (absent means `null`).
+    #[serde(default)]
+    pub payload: Option<Box<RawValue>>,
+}
+
+/// The body of `POST /api/notify`: either one event (`channel`, `payload`) or a batch
+/// (`events`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyRequest {
+    /// The single form's channel.
+    #[serde(default)]
+    pub channel: Option<Channel>,
+    /// The single form's payload.
+    #[serde(default)]
+    pub payload: Option<Box<RawValue>>,
+    /// The batch form.
+    #[serde(default)]
+    pub events: Option<Vec<NotifyItem>>,
+}
+
+/// `POST /api/notify`: answers `{id}` (or `{ids}` for a batch) once the events are durable.
+pub async fn notify(
+    State(rt): State<Realtime>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<NotifyRequest>,
+) -> Result<Json<serde_json::Value>> {
+    require_api_key(&rt, &headers)?;
+    match (req.channel, req.events) {
+        (Some(channel), None) => {
+            let ids = rt
+                .notify_many(vec![(channel, req.payload.unwrap_or_else(null))])
+                .await?;
+            let id = ids
+                .first()
+                .ok_or_else(|| Error::Internal("no id for one event".into()))?;
+            Ok(Json(json!({"id": id})))
+        }
+        (None, Some(events)) if req.payload.is_none() => {
+            if events.is_empty() {
+                return Err(Error::bad_request(
+                    "invalid_request",
+                    "`events` must not be empty",
+                ));
+            }
+            let items = events
+                .into_iter()
+                .map(|i| (i.channel, i.payload.unwrap_or_else(null)))
+                .collect();
+            let ids = rt.notify_many(items).await?;
+            Ok(Json(json!({"ids": ids})))
+        }
+        _ => Err(Error::bad_request(
+            "invalid_request",
+            "give either `channel` and `payload` (one event) or `events` (a batch)",
+        )),
+    }
+}
+
+/// `GET /api/status`: what this node is and how it is doing.
+pub async fn status(
+    State(rt): State<Realtime>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>> {
+    require_api_key(&rt, &headers)?;
+    let hub = rt.hub();
+    let pos = rt.engine().position().await;
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "engine": rt.engine().name(),
+        "healthy": hub.is_healthy() && pos.is_ok(),
+        "epoch": hub.epoch(),
+        "head": pos.as_ref().map(|p| p.head.0).ok(),
+        "floor": pos.as_ref().map(|p| p.floor.0).ok(),
+        "hub": {"head": hub.head(), "cached_events": hub.cached(), "channels": hub.channels()},
+        "transports": rt.config().page_transports(),
+    })))
+}
+
+/// `GET /healthz`: 200 when the engine answers, 503 when not. No credential.
+pub async fn healthz(State(rt): State<Realtime>) -> Response {
+    match rt.engine().position().await {
+        Ok(_) if rt.hub().is_healthy() => {
+            (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+        }
+        Ok(_) => Error::EngineUnavailable("the engine tail is failing".into()).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,163 @@
+//! One error enum for the library, and its mapping to HTTP answers.
+//!
+//! Clients get a small JSON body `{"error": {"code", "message"}}` with a fitting status;
+//! details that only operators need (driver errors, paths) go to the log, not the wire.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// Everything that can go wrong in the library, each with an HTTP status and a machine code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request itself is wrong: malformed JSON, a field of the wrong type, a bad channel.
+    #[error("{message}")]
+    BadRequest {
+        /// A machine word such as `bad_json` or `invalid_channel`.
+        code: &'static str,
+        /// What was wrong, for people.
+        message: String,
+    },
+    /// No credential, or one that has expired.
+    #[error("{message}")]
+    Unauthorized {
+        /// `unauthorized` or `token_expired`.
+        code: &'static str,
+        /// What was wrong, for people.
+        message: String,
+    },
+    /// A credential that does not grant this request (forged, for another channel or user),
+    /// a refused guest, or a disabled component.
+    #[error("{message}")]
+    Forbidden {
+        /// `token_invalid`, `guests_not_allowed`, `component_disabled`, ...
+        code: &'static str,
+        /// What was wrong, for people.
+        message: String,
+    },
+    /// Nothing is registered for this name.
+    #[error("{0}")]
+    NotFound(String),
+    /// A payload or a request body over its limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A handler (a Rust closure) refused or failed.
+    #[error("{message}")]
+    Handler {
+        /// The status the handler chose.
+        status: StatusCode,
+        /// The handler's machine word.
+        code: String,
+        /// The handler's message.
+        message: String,
+    },
+    /// The webhook for a component failed: unreachable, non-2xx or not JSON.
+    #[error("webhook failed: {0}")]
+    WebhookFailed(String),
+    /// The webhook for a component did not answer in time.
+    #[error("webhook timed out: {0}")]
+    WebhookTimeout(String),
+    /// The engine cannot be used right now; nothing was acknowledged.
+    #[error("engine unavailable: {0}")]
+    EngineUnavailable(String),
+    /// The server is shutting down.
+    #[error("server is shutting down")]
+    ShuttingDown,
+    /// A setting is wrong; found at start.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A bug or an unexpected failure inside the process.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A 400 with a code and a message.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Error::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 401 with a code and a message.
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Unauthorized {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 403 with a code and a message.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Handler { status, .. } => *status,
+            Error::WebhookFailed(_) => StatusCode::BAD_GATEWAY,
+            Error::WebhookTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::EngineUnavailable(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Config(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine word clients see in `error.code`.
+    pub fn code(&self) -> &str {
+        match self {
+            Error::BadRequest { code, .. }
+            | Error::Unauthorized { code, .. }
+            | Error::Forbidden { code, .. } => code,
+            Error::NotFound(_) => "not_found",
+            Error::TooLarge(_) => "payload_too_large",
+            Error::Handler { code, .. } => code,
+            Error::WebhookFailed(_) => "webhook_failed",
+            Error::WebhookTimeout(_) => "webhook_timeout",
+            Error::EngineUnavailable(_) => "engine_unavailable",
+            Error::ShuttingDown => "shutting_down",
+            Error::Config(_) => "invalid_config",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// The JSON body clients see.
+    pub fn body(&self) -> serde_json::Value {
+        let message = match self {
+            // Details of internal failures stay in the log.
+            Error::Config(_) | Error::Internal(_) => "internal error".to_string(),
+            other => other.to_string(),
+        };
+        serde_json::json!({"error": {"code": self.code(), "message": message}})
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(code = self.code(), error = %self, "request failed");
+        } else {
+            tracing::debug!(code = self.code(), error = %self, "request refused");
+        }
+        (status, Json(self.body())).into_response()
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::EngineUnavailable(format!("sqlite: {e}"))
+    }
+}

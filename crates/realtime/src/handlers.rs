@@ -1,0 +1,241 @@
+//! Send to server: component → handler. A handler runs as the sending user and answers JSON
+//! for the page (the analogue of `<component>_realtime_event_received`).
+//!
+//! - In library mode a handler is a Rust async closure registered with
+//!   [`crate::Realtime::handle`].
+//! - In server mode it is a webhook URL per component (`[webhooks.components]`). The server
+//!   POSTs `{"component", "user", "payload"}` with the headers
+//!   `X-Realtime-Timestamp: <unix seconds>` and
+//!   `X-Realtime-Signature: v1=<hex HMAC-SHA-256(secret, "<timestamp>.<body>")>`,
+//!   and relays the JSON answer. Unreachable, non-2xx or non-JSON → 502; too slow → 504.
+//!   A Rust handler registered for a component wins over a webhook.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use hmac::{Hmac, Mac};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+use crate::token::{now_secs, UserId};
+
+/// Who is sending, to which component.
+#[derive(Debug, Clone)]
+pub struct SendContext {
+    /// The sending user, from their verified user token.
+    pub user: UserId,
+    /// The component the page addressed.
+    pub component: String,
+}
+
+/// A handler's refusal or failure, passed to the page as an error.
+#[derive(Debug, Clone)]
+pub struct HandlerError {
+    /// HTTP status for the page (400..=599).
+    pub status: u16,
+    /// A machine word.
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+impl HandlerError {
+    /// The page sent something the handler refuses (400).
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        HandlerError {
+            status: 400,
+            code: "handler_refused".into(),
+            message: message.into(),
+        }
+    }
+
+    /// The handler failed (500).
+    pub fn internal(message: impl Into<String>) -> Self {
+        HandlerError {
+            status: 500,
+            code: "handler_failed".into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<HandlerError> for Error {
+    fn from(e: HandlerError) -> Self {
+        let status = StatusCode::from_u16(e.status)
+            .ok()
+            .filter(|s| s.is_client_error() || s.is_server_error())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Error::Handler {
+            status,
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+/// What a Rust handler returns.
+pub type HandlerFuture =
+    Pin<Box<dyn Future<Output = std::result::Result<Value, HandlerError>> + Send>>;
+type HandlerFn = Arc<dyn Fn(SendContext, Value) -> HandlerFuture + Send + Sync>;
+
+/// The registry: Rust handlers and webhook URLs.
+pub(crate) struct Handlers {
+    rust: RwLock<HashMap<String, HandlerFn>>,
+    webhooks: BTreeMap<String, String>,
+    client: reqwest::Client,
+    secret: Secret,
+}
+
+impl Handlers {
+    pub(crate) fn new(
+        webhooks: BTreeMap<String, String>,
+        timeout: Duration,
+        secret: Secret,
+    ) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| Error::Internal(format!("building the webhook client: {e}")))?;
+        Ok(Handlers {
+            rust: RwLock::new(HashMap::new()),
+            webhooks,
+            client,
+            secret,
+        })
+    }
+
+    pub(crate) fn register<F, Fut>(&self, component: &str, f: F)
+    where
+        F: Fn(SendContext, Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<Value, HandlerError>> + Send + 'static,
+    {
+        let f: HandlerFn = Arc::new(move |ctx, payload| Box::pin(f(ctx, payload)));
+        self.rust
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(component.to_string(), f);
+    }
+
+    pub(crate) fn has(&self, component: &str) -> bool {
+        self.webhooks.contains_key(component)
+            || self
+                .rust
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(component)
+    }
+
+    /// Runs the component's handler as `ctx.user` and returns its JSON answer.
+    pub(crate) async fn dispatch(
+        &self,
+        ctx: SendContext,
+        payload: &RawValue,
+    ) -> Result<Box<RawValue>> {
+        let rust = self
+            .rust
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ctx.component)
+            .cloned();
+        if let Some(f) = rust {
+            let value: Value = serde_json::from_str(payload.get())
+                .map_err(|e| Error::Internal(format!("re-reading a validated payload: {e}")))?;
+            let answer = f(ctx, value).await?;
+            return serde_json::value::to_raw_value(&answer)
+                .map_err(|e| Error::Internal(format!("serialising a handler answer: {e}")));
+        }
+        let Some(url) = self.webhooks.get(&ctx.component) else {
+            return Err(Error::NotFound(format!(
+                "no handler is registered for component {:?}",
+                ctx.component
+            )));
+        };
+        self.call_webhook(url, &ctx, payload).await
+    }
+
+    async fn call_webhook(
+        &self,
+        url: &str,
+        ctx: &SendContext,
+        payload: &RawValue,
+    ) -> Result<Box<RawValue>> {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            component: &'a str,
+            user: UserId,
+            payload: &'a RawValue,
+        }
+        let body = serde_json::to_vec(&Body {
+            component: &ctx.component,
+            user: ctx.user,
+            payload,
+        })
+        .map_err(|e| Error::Internal(format!("serialising a webhook body: {e}")))?;
+        let timestamp = now_secs().to_string();
+        let signature = sign_webhook(&self.secret, &timestamp, &body);
+        let answer = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-realtime-timestamp", &timestamp)
+            .header("x-realtime-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| webhook_error(&ctx.component, e))?;
+        let status = answer.status();
+        let bytes = answer
+            .bytes()
+            .await
+            .map_err(|e| webhook_error(&ctx.component, e))?;
+        if !status.is_success() {
+            return Err(Error::WebhookFailed(format!(
+                "the webhook for {} answered {status}",
+                ctx.component
+            )));
+        }
+        let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+            Error::WebhookFailed(format!(
+                "the webhook for {} answered non-UTF-8",
+                ctx.component
+            ))
+        })?;
+        RawValue::from_string(text).map_err(|e| {
+            Error::WebhookFailed(format!(
+                "the webhook for {} answered invalid JSON: {e}",
+                ctx.component
+            ))
+        })
+    }
+}
+
+fn webhook_error(component: &str, e: reqwest::Error) -> Error {
+    if e.is_timeout() {
+        Error::WebhookTimeout(format!(
+            "the webhook for {component} did not answer in time"
+        ))
+    } else {
+        Error::WebhookFailed(format!(
+            "the webhook for {component} could not be reached: {e}"
+        ))
+    }
+}
+
+/// The signature header value for a webhook body: `v1=` + hex HMAC-SHA-256 over
+/// `"<timestamp>.<body>"`. Webhooks recompute it and compare, and refuse old timestamps.
+pub fn sign_webhook(secret: &Secret, timestamp: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .expect("invariant: HMAC accepts keys of any length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+}

@@ -1,0 +1,436 @@
+//! The hub: one per node. It tails the engine once (not once per client), keeps the most
+//! recent events in memory already serialised, and wakes the local subscribers of each
+//! channel hash when an event for it arrives.
+//!
+//! - One tail task reads every new event after the hub's head, in id order, woken by the
+//!   engine's change signal or, for appends by other processes, every check interval.
+//! - Each event is serialised to JSON once, when it enters the cache; every transport sends
+//!   those same bytes.
+//! - The cache holds a contiguous run of ids `(cache_floor, head]`. A client whose cursor is
+//!   inside it is answered from memory with no engine query; an older cursor is answered by
+//!   one engine read (and `recovered: false` when retention has passed it).
+//! - Listeners are registered per channel hash and must not block (a long-poll's listener
+//!   just wakes its request).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::ChannelHash;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::event::{Cursor, Epoch, Event, EventId};
+
+/// How many events the tail reads per engine query.
+const TAIL_BATCH: usize = 1_000;
+
+/// An event as the hub keeps it: routed by hash, serialised once.
+#[derive(Debug)]
+pub struct CachedEvent {
+    /// The event's id.
+    pub id: EventId,
+    /// The channel it belongs to.
+    pub hash: ChannelHash,
+    /// The event in its wire shape, as JSON.
+    pub json: Bytes,
+}
+
+impl CachedEvent {
+    fn from_event(e: &Event) -> Result<Arc<Self>> {
+        let json = serde_json::to_vec(e)
+            .map_err(|err| Error::Internal(format!("serialising event {}: {err}", e.id.0)))?;
+        Ok(Arc::new(CachedEvent {
+            id: e.id,
+            hash: e.hash.clone(),
+            json: Bytes::from(json),
+        }))
+    }
+}
+
+/// Something that wants to hear about events of some channels. Called on the tail task with
+/// the listeners' lock held: it must return at once.
+pub trait Listener: Send + Sync {
+    /// An event for one of the listener's channels has arrived.
+    fn on_event(&self, event: &Arc<CachedEvent>);
+}
+
+/// A listener that wakes one waiting task (a long-poll request).
+#[derive(Debug, Default)]
+pub struct Wake(pub Notify);
+
+impl Listener for Wake {
+    fn on_event(&self, _event: &Arc<CachedEvent>) {
+        self.0.notify_one();
+    }
+}
+
+/// What a poll (or a resume) gets: the events, where to continue, and whether the stream was
+/// continuous since the cursor the client gave.
+#[derive(Debug)]
+pub struct Batch {
+    /// Events after the cursor, ascending.
+    pub events: Vec<Arc<CachedEvent>>,
+    /// Where the client continues.
+    pub cursor: Cursor,
+    /// False when events after the client's cursor may have been lost (another epoch, or
+    /// older than retention): the client should reload its state.
+    pub recovered: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    cache: VecDeque<Arc<CachedEvent>>,
+    /// Every event with `cache_floor < id <= head` is in `cache`.
+    cache_floor: EventId,
+    /// The newest id the hub has taken from the engine.
+    head: EventId,
+    /// The engine's floor, as last read.
+    floor: EventId,
+}
+
+type ListenerMap = HashMap<ChannelHash, Vec<(u64, Arc<dyn Listener>)>>;
+
+/// This node's subscribers and its view of the engine. Shared as `Arc<Hub>`.
+pub struct Hub {
+    engine: Arc<dyn Engine>,
+    epoch: Epoch,
+    capacity: usize,
+    state: RwLock<State>,
+    listeners: Mutex<ListenerMap>,
+    next_listener: AtomicU64,
+    healthy: AtomicBool,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("engine", &self.engine.name())
+            .field("epoch", &self.epoch)
+            .finish()
+    }
+}
+
+/// Removes a listener when dropped.
+pub struct ListenGuard {
+    hub: Arc<Hub>,
+    id: u64,
+    hashes: Vec<ChannelHash>,
+}
+
+impl Drop for ListenGuard {
+    fn drop(&mut self) {
+        let mut map = self.hub.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        for h in &self.hashes {
+            if let Some(v) = map.get_mut(h) {
+                v.retain(|(id, _)| *id != self.id);
+                if v.is_empty() {
+                    map.remove(h);
+                }
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// A hub positioned at the engine's current head (older events are read on demand).
+    ///
+    /// # Errors
+    /// When the engine cannot tell its position.
+    pub async fn new(engine: Arc<dyn Engine>, capacity: usize) -> Result<Arc<Self>> {
+        let pos = engine.position().await?;
+        Ok(Arc::new(Hub {
+            engine,
+            epoch: pos.epoch,
+            capacity: capacity.max(1),
+            state: RwLock::new(State {
+                cache: VecDeque::new(),
+                cache_floor: pos.head,
+                head: pos.head,
+                floor: pos.floor,
+            }),
+            listeners: Mutex::new(HashMap::new()),
+            next_listener: AtomicU64::new(1),
+            healthy: AtomicBool::new(true),
+        }))
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The engine's epoch.
+    pub fn epoch(&self) -> &Epoch {
+        &self.epoch
+    }
+
+    /// The cursor of the newest event this node has seen.
+    pub fn head(&self) -> Cursor {
+        Cursor {
+            epoch: self.epoch.clone(),
+            id: self.read_state().head,
+        }
+    }
+
+    /// Whether the last engine operation of the tail succeeded.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// How many events the cache holds now.
+    pub fn cached(&self) -> usize {
+        self.read_state().cache.len()
+    }
+
+    /// How many channel hashes have at least one local listener.
+    pub fn channels(&self) -> usize {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Registers `listener` for `hashes` until the guard is dropped.
+    pub fn listen(
+        self: &Arc<Self>,
+        hashes: &[ChannelHash],
+        listener: Arc<dyn Listener>,
+    ) -> ListenGuard {
+        let id = self.next_listener.fetch_add(1, Ordering::Relaxed);
+        let mut map = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        for h in hashes {
+            map.entry(h.clone())
+                .or_default()
+                .push((id, listener.clone()));
+        }
+        ListenGuard {
+            hub: self.clone(),
+            id,
+            hashes: hashes.to_vec(),
+        }
+    }
+
+    /// Tails the engine until `cancel`: reads new events when the engine signals a change and
+    /// at least every `interval`, and refreshes the floor.
+    pub async fn run_tail(self: Arc<Self>, interval: Duration, cancel: CancellationToken) {
+        let changes = self.engine.changes();
+        loop {
+            let ok = self.catch_up().await;
+            let mut failed = !ok;
+            tokio::select! {
+                _ = changes.notified() => {}
+                _ = tokio::time::sleep(interval) => {
+                    match self.engine.position().await {
+                        Ok(pos) => {
+                            if pos.epoch != self.epoch {
+                                tracing::error!(old = %self.epoch.0, new = %pos.epoch.0, "the engine's epoch changed under this node; restart it");
+                                failed = true;
+                            }
+                            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+                            st.floor = st.floor.max(pos.floor);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "engine position failed");
+                            failed = true;
+                        }
+                    }
+                }
+                _ = cancel.cancelled() => return,
+            }
+            if failed {
+                self.healthy.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Reads and dispatches everything new; false when the engine failed.
+    async fn catch_up(&self) -> bool {
+        loop {
+            let after = self.read_state().head;
+            match self.engine.read(after, None, TAIL_BATCH).await {
+                Ok(events) => {
+                    self.healthy.store(true, Ordering::Relaxed);
+                    let n = events.len();
+                    if let Err(e) = self.ingest(&events) {
+                        tracing::error!(error = %e, "ingesting events");
+                        return false;
+                    }
+                    if n < TAIL_BATCH {
+                        return true;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "engine tail read failed; retrying at the next interval");
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn ingest(&self, events: &[Event]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let cached = events
+            .iter()
+            .map(CachedEvent::from_event)
+            .collect::<Result<Vec<_>>>()?;
+        let mut fresh = Vec::with_capacity(cached.len());
+        {
+            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            for c in cached {
+                if c.id <= st.head {
+                    continue;
+                }
+                st.head = c.id;
+                st.cache.push_back(c.clone());
+                fresh.push(c);
+            }
+            while st.cache.len() > self.capacity {
+                if let Some(old) = st.cache.pop_front() {
+                    st.cache_floor = old.id;
+                }
+            }
+        }
+        let map = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        for c in &fresh {
+            if let Some(ls) = map.get(&c.hash) {
+                for (_, l) in ls {
+                    l.on_event(c);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Events of `hashes` after `after` from the cache, and how far they were checked; `None`
+    /// when the cache no longer reaches back to `after`.
+    fn cached_after(
+        &self,
+        hashes: &HashSet<&ChannelHash>,
+        after: EventId,
+        limit: usize,
+    ) -> Option<(Vec<Arc<CachedEvent>>, EventId)> {
+        let st = self.read_state();
+        if after < st.cache_floor {
+            return None;
+        }
+        let start = st.cache.partition_point(|e| e.id <= after);
+        let mut out = Vec::new();
+        let mut checked = after.max(st.head);
+        for e in st.cache.range(start..) {
+            if hashes.contains(&e.hash) {
+                out.push(e.clone());
+                if out.len() == limit {
+                    checked = e.id;
+                    break;
+                }
+            }
+        }
+        Some((out, checked))
+    }
+
+    /// Events of `hashes` after `cursor`, at once: from the cache when it reaches back that far,
+    /// else from the engine. `recovered` is false (with no events and the current head as the
+    /// cursor) when the cursor is from another epoch or older than retention.
+    ///
+    /// # Errors
+    /// When the engine had to be read and failed.
+    pub async fn fetch(
+        &self,
+        hashes: &[ChannelHash],
+        cursor: &Cursor,
+        limit: usize,
+    ) -> Result<Batch> {
+        if cursor.epoch != self.epoch {
+            return Ok(self.not_recovered());
+        }
+        let set: HashSet<&ChannelHash> = hashes.iter().collect();
+        if let Some((events, checked)) = self.cached_after(&set, cursor.id, limit) {
+            return Ok(Batch {
+                events,
+                cursor: Cursor {
+                    epoch: self.epoch.clone(),
+                    id: checked,
+                },
+                recovered: true,
+            });
+        }
+        // Older than the cache: one engine read, then the floor (read after, so that a purge
+        // racing with the read is noticed).
+        let head_before = self.read_state().head;
+        let events = self.engine.read(cursor.id, Some(hashes), limit).await?;
+        let pos = self.engine.position().await?;
+        if pos.epoch != self.epoch || cursor.id < pos.floor {
+            return Ok(self.not_recovered());
+        }
+        let last = events.last().map(|e| e.id);
+        let checked = match last {
+            Some(id) if events.len() == limit => id,
+            _ => cursor.id.max(head_before).max(last.unwrap_or_default()),
+        };
+        let events = events
+            .iter()
+            .map(CachedEvent::from_event)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Batch {
+            events,
+            cursor: Cursor {
+                epoch: self.epoch.clone(),
+                id: checked,
+            },
+            recovered: true,
+        })
+    }
+
+    fn not_recovered(&self) -> Batch {
+        Batch {
+            events: Vec::new(),
+            cursor: self.head(),
+            recovered: false,
+        }
+    }
+
+    /// A long-poll: answers at once when events after `cursor` exist, else waits until one
+    /// arrives, `timeout` passes, or `cancel` fires (then it answers empty with the cursor
+    /// advanced to what was checked). A zero timeout is short polling.
+    ///
+    /// # Errors
+    /// When the engine had to be read and failed.
+    pub async fn wait(
+        self: &Arc<Self>,
+        hashes: &[ChannelHash],
+        cursor: Cursor,
+        limit: usize,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Batch> {
+        let wake = Arc::new(Wake::default());
+        // Listen before looking, so that an event landing in between still wakes us.
+        let _guard = self.listen(hashes, wake.clone());
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut cursor = cursor;
+        loop {
+            let batch = self.fetch(hashes, &cursor, limit).await?;
+            if !batch.events.is_empty() || !batch.recovered || timeout.is_zero() {
+                return Ok(batch);
+            }
+            cursor = batch.cursor;
+            tokio::select! {
+                _ = wake.0.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(Batch { events: Vec::new(), cursor, recovered: true }),
+                _ = cancel.cancelled() => return Ok(Batch { events: Vec::new(), cursor, recovered: true }),
+            }
+        }
+    }
+
+    /// Raises the known floor after this node purged.
+    pub(crate) fn raise_floor(&self, floor: EventId) {
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        st.floor = st.floor.max(floor);
+    }
+}

@@ -1,0 +1,55 @@
+//! # realtime
+//!
+//! Real-time events for web applications: server code pushes events to the browser pages that
+//! are open right now, and pages send data back, without reloads. A re-implementation of
+//! Moodle's `tool_realtime`, keeping its words: *channel*, *subscribe*, *notify*, *event*,
+//! *payload*, *sendToServer*, `EVENT`, `CONNECTION_LOST`, `is_enabled`, *transport*, *engine*.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use realtime::{Channel, Config, Realtime, Secret, UserId, engine::SqliteEngine};
+//!
+//! # async fn demo() -> realtime::Result<()> {
+//! let engine = Arc::new(SqliteEngine::open("realtime.db").await?);
+//! let rt = Realtime::start(Config::default(), Secret::generate().0, engine).await?;
+//! // Pages send to `mod_chat`; the handler runs as the sender.
+//! rt.handle("mod_chat", |ctx, payload| async move {
+//!     Ok(serde_json::json!({"from": ctx.user, "echo": payload}))
+//! });
+//! // While rendering a page: what the page embeds and hands to `init`.
+//! let channel = Channel::new(1, "mod_chat", "messages", 0, "")?;
+//! let page = rt.page(UserId(42), &[channel.clone()], "http://localhost:3000/rt".into()).await?;
+//! // From anywhere, later: every page subscribed to the channel gets the event.
+//! rt.notify(&channel, &serde_json::json!({"text": "hello"})).await?;
+//! // Mount the client endpoints under the app's own router.
+//! let app: axum::Router = axum::Router::new().nest("/rt", rt.router());
+//! # let _ = (page, app); Ok(()) }
+//! ```
+//!
+//! See `ARCHITECTURE.md` for the parts and the path of an event, and `docs/protocol.md` for
+//! the wire contract.
+
+pub mod api;
+pub mod channel;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod event;
+pub mod extract;
+pub mod handlers;
+pub mod hub;
+mod node;
+mod router;
+pub mod secret;
+pub mod token;
+pub mod transport;
+
+pub use channel::{Channel, ChannelHash};
+pub use config::Config;
+pub use error::{Error, Result};
+pub use event::{Cursor, Epoch, Event, EventId};
+pub use handlers::{sign_webhook, HandlerError, SendContext};
+pub use node::{PageConfig, PageSubscription, Realtime, Subscription};
+pub use router::REALTIME_JS;
+pub use secret::Secret;
+pub use token::UserId;

@@ -1,0 +1,454 @@
+//! [`Realtime`]: the node. It wires the engine, the hub, the handlers and the background tasks,
+//! and is the one way in for an embedding application and for the HTTP layer alike.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::channel::{Channel, ChannelHash};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::event::{Cursor, EventId, NewEvent};
+use crate::handlers::{HandlerError, Handlers, SendContext};
+use crate::hub::Hub;
+use crate::secret::Secret;
+use crate::token::{self, now_secs, TokenKind, UserId};
+
+/// What a page needs to receive one channel: its hash, a token for it, and the cursor at
+/// render time (so that nothing notified between render and the first poll is missed).
+#[derive(Debug, Clone, Serialize)]
+pub struct Subscription {
+    /// The channel's public name.
+    pub channel: ChannelHash,
+    /// The subscription token, bound to channel + user + expiry.
+    pub token: String,
+    /// When the token expires (Unix seconds).
+    pub expires: i64,
+    /// Where the stream stood at render time.
+    pub cursor: Cursor,
+    /// The channel's fields, so that the page knows what it subscribed to.
+    #[serde(flatten)]
+    pub fields: Channel,
+}
+
+/// One subscription inside a page config.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageSubscription {
+    /// The channel's public name.
+    pub channel: ChannelHash,
+    /// The subscription token.
+    pub token: String,
+    /// The channel's fields.
+    #[serde(flatten)]
+    pub fields: Channel,
+}
+
+/// The object a page embeds and hands to the browser client's `init` as it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageConfig {
+    /// Where the client endpoints are (no trailing slash).
+    pub url: String,
+    /// Who the page is for.
+    pub user: UserId,
+    /// The user token: identifies the page's user on polls and sends.
+    pub usertoken: String,
+    /// When the tokens expire (Unix seconds).
+    pub expires: i64,
+    /// Where the stream stood at render time.
+    pub cursor: Cursor,
+    /// One per channel.
+    pub subscriptions: Vec<PageSubscription>,
+    /// Transports to try, in order.
+    pub transports: Vec<String>,
+}
+
+struct Inner {
+    config: Config,
+    secret: Secret,
+    engine: Arc<dyn Engine>,
+    hub: Arc<Hub>,
+    handlers: Handlers,
+    api_keys: Vec<[u8; 32]>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// The node: cheap to clone (an `Arc` inside), shared by every request.
+#[derive(Clone)]
+pub struct Realtime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Realtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Realtime")
+            .field("engine", &self.inner.engine.name())
+            .finish()
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+impl Realtime {
+    /// Validates `config`, positions a hub on `engine`, and starts the background tasks (the
+    /// engine tail and the retention purge) on the current tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad setting; an engine error when its position cannot be read.
+    pub async fn start(config: Config, secret: Secret, engine: Arc<dyn Engine>) -> Result<Self> {
+        config.validate().map_err(Error::Config)?;
+        let hub = Hub::new(engine.clone(), config.hub.cache_events).await?;
+        let handlers = Handlers::new(
+            config.webhooks.components.clone(),
+            Duration::from_millis(config.webhooks.timeout_ms),
+            secret.clone(),
+        )?;
+        let api_keys = config
+            .auth
+            .api_keys
+            .iter()
+            .filter(|k| !k.is_empty())
+            .map(|k| digest(k))
+            .collect();
+        let rt = Realtime {
+            inner: Arc::new(Inner {
+                config,
+                secret,
+                engine,
+                hub,
+                handlers,
+                api_keys,
+                cancel: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+            }),
+        };
+        rt.spawn_background();
+        Ok(rt)
+    }
+
+    fn spawn_background(&self) {
+        let i = &self.inner;
+        let interval = Duration::from_millis(i.config.engine.check_interval_ms);
+        i.tracker
+            .spawn(i.hub.clone().run_tail(interval, i.cancel.clone()));
+        let (engine, hub, cancel) = (i.engine.clone(), i.hub.clone(), i.cancel.clone());
+        let every = Duration::from_secs(i.config.engine.purge_interval_secs);
+        let retention = i64::try_from(i.config.engine.retention_secs).unwrap_or(i64::MAX);
+        i.tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = cancel.cancelled() => return,
+                }
+                match engine.purge(now_secs().saturating_sub(retention)).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::debug!(removed = n, "retention purge");
+                        if let Ok(pos) = engine.position().await {
+                            hub.raise_floor(pos.floor);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "retention purge failed"),
+                }
+            }
+        });
+    }
+
+    /// The settings this node runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The signing secret.
+    pub fn secret(&self) -> &Secret {
+        &self.inner.secret
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.inner.engine
+    }
+
+    /// This node's hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
+    }
+
+    /// Fires when the node shuts down; long-lived requests end on it.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+
+    /// Whether `component` may use real-time now: enabled in the configuration, and the engine
+    /// reachable (as the original's `manager::is_enabled`, which answers false when real-time
+    /// is unavailable).
+    pub fn is_enabled(&self, component: &str) -> bool {
+        crate::channel::validate_component(component).is_ok()
+            && self.inner.config.component_enabled(component)
+            && self.inner.hub.is_healthy()
+    }
+
+    fn check_component(&self, component: &str) -> Result<()> {
+        crate::channel::validate_component(component)?;
+        if self.inner.config.component_enabled(component) {
+            Ok(())
+        } else {
+            Err(Error::forbidden(
+                "component_disabled",
+                format!("real-time is disabled for component {component:?}"),
+            ))
+        }
+    }
+
+    pub(crate) fn check_user(&self, user: UserId) -> Result<()> {
+        if user.0 < 0 {
+            return Err(Error::bad_request(
+                "invalid_user",
+                "user ids are 0 (guest) or positive",
+            ));
+        }
+        if user.is_guest() && !self.inner.config.auth.allow_guests {
+            return Err(Error::forbidden(
+                "guests_not_allowed",
+                "guests may not use real-time on this site",
+            ));
+        }
+        Ok(())
+    }
+
+    fn expires(&self) -> i64 {
+        now_secs().saturating_add(
+            i64::try_from(self.inner.config.auth.token_ttl_secs).unwrap_or(i64::MAX),
+        )
+    }
+
+    /// Authorises `user` to receive `channel`: the hash, a token, and the cursor now.
+    /// Nothing is stored.
+    ///
+    /// # Errors
+    /// `component_disabled`, `guests_not_allowed`, or an engine error reading the position.
+    pub async fn subscribe(&self, channel: &Channel, user: UserId) -> Result<Subscription> {
+        let mut page = self
+            .page(user, std::slice::from_ref(channel), String::new())
+            .await?;
+        let sub = page
+            .subscriptions
+            .pop()
+            .ok_or_else(|| Error::Internal("a page of one channel has one subscription".into()))?;
+        Ok(Subscription {
+            channel: sub.channel,
+            token: sub.token,
+            expires: page.expires,
+            cursor: page.cursor,
+            fields: sub.fields,
+        })
+    }
+
+    /// The page config for `user` and `channels`, with `url` as the client endpoints' base.
+    ///
+    /// # Errors
+    /// As [`Realtime::subscribe`].
+    pub async fn page(
+        &self,
+        user: UserId,
+        channels: &[Channel],
+        url: String,
+    ) -> Result<PageConfig> {
+        self.check_user(user)?;
+        for c in channels {
+            self.check_component(&c.component)?;
+        }
+        let pos = self.inner.engine.position().await?;
+        let expires = self.expires();
+        let secret = &self.inner.secret;
+        let subscriptions = channels
+            .iter()
+            .map(|c| {
+                let hash = c.hash(secret);
+                let token =
+                    token::sign(secret, TokenKind::Subscription, Some(&hash), user, expires);
+                PageSubscription {
+                    channel: hash,
+                    token,
+                    fields: c.clone(),
+                }
+            })
+            .collect();
+        Ok(PageConfig {
+            url,
+            user,
+            usertoken: token::sign(secret, TokenKind::User, None, user, expires),
+            expires,
+            cursor: Cursor {
+                epoch: pos.epoch,
+                id: pos.head,
+            },
+            subscriptions,
+            transports: self.inner.config.page_transports(),
+        })
+    }
+
+    /// Appends an event with `payload` to `channel`; returns its id once durable.
+    ///
+    /// # Errors
+    /// `component_disabled`, `payload_too_large`, or the engine's error (then nothing was stored).
+    pub async fn notify(&self, channel: &Channel, payload: &impl Serialize) -> Result<EventId> {
+        let raw = serde_json::value::to_raw_value(payload).map_err(|e| {
+            Error::bad_request(
+                "invalid_payload",
+                format!("the payload is not JSON-serialisable: {e}"),
+            )
+        })?;
+        let ids = self.notify_many(vec![(channel.clone(), raw)]).await?;
+        ids.first()
+            .copied()
+            .ok_or_else(|| Error::Internal("one event appended, no id returned".into()))
+    }
+
+    /// Appends several events in one durable write; ids in the order given. All or nothing.
+    ///
+    /// # Errors
+    /// As [`Realtime::notify`], and `batch_too_large` over `limits.batch_events`.
+    pub async fn notify_many(&self, events: Vec<(Channel, Box<RawValue>)>) -> Result<Vec<EventId>> {
+        let limits = &self.inner.config.limits;
+        if events.len() > limits.batch_events {
+            return Err(Error::bad_request(
+                "batch_too_large",
+                format!("at most {} events per batch", limits.batch_events),
+            ));
+        }
+        let mut batch = Vec::with_capacity(events.len());
+        for (channel, payload) in events {
+            self.check_component(&channel.component)?;
+            if payload.get().len() > limits.payload_bytes {
+                return Err(Error::TooLarge(format!(
+                    "a payload is over {} bytes",
+                    limits.payload_bytes
+                )));
+            }
+            let hash = channel.hash(&self.inner.secret);
+            batch.push(NewEvent {
+                channel,
+                hash,
+                payload,
+            });
+        }
+        let stored = self.inner.engine.append(batch).await?;
+        Ok(stored.iter().map(|e| e.id).collect())
+    }
+
+    /// Registers the Rust handler for messages that pages send to `component`. It runs with the
+    /// sender's verified user id and answers the JSON the page receives.
+    pub fn handle<F, Fut>(&self, component: &str, f: F)
+    where
+        F: Fn(SendContext, Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<Value, HandlerError>> + Send + 'static,
+    {
+        self.inner.handlers.register(component, f);
+    }
+
+    /// Whether a handler (Rust or webhook) exists for `component`.
+    pub fn has_handler(&self, component: &str) -> bool {
+        self.inner.handlers.has(component)
+    }
+
+    /// Runs `component`'s handler as `user` with `payload` (what `POST /send` does after
+    /// checking the user token).
+    ///
+    /// # Errors
+    /// `component_disabled`, `payload_too_large`, 404 without a handler, the handler's own
+    /// error, or 502/504 from a webhook.
+    pub async fn send_to_server(
+        &self,
+        user: UserId,
+        component: &str,
+        payload: &RawValue,
+    ) -> Result<Box<RawValue>> {
+        self.check_user(user)?;
+        self.check_component(component)?;
+        let limit = self.inner.config.limits.payload_bytes;
+        if payload.get().len() > limit {
+            return Err(Error::TooLarge(format!(
+                "the payload is over {limit} bytes"
+            )));
+        }
+        self.inner
+            .handlers
+            .dispatch(
+                SendContext {
+                    user,
+                    component: component.to_string(),
+                },
+                payload,
+            )
+            .await
+    }
+
+    /// Whether `key` is one of the configured API keys (compared by digest, so the time taken
+    /// tells nothing about the keys).
+    pub fn check_api_key(&self, key: &str) -> bool {
+        let d = digest(key);
+        self.inner
+            .api_keys
+            .iter()
+            .fold(false, |found, k| found | (k == &d))
+    }
+
+    /// Verifies a user token and returns its user (guests refused unless allowed).
+    ///
+    /// # Errors
+    /// `token_invalid` (403), `token_expired` (401), `guests_not_allowed` (403).
+    pub fn verify_user_token(&self, token: &str) -> Result<UserId> {
+        let user = token::verify(&self.inner.secret, TokenKind::User, None, token)?;
+        self.check_user(user)?;
+        Ok(user)
+    }
+
+    /// Verifies that `token` grants `user` the channel `hash`.
+    ///
+    /// # Errors
+    /// `token_invalid` when forged, for another channel or for another user; `token_expired`.
+    pub fn verify_subscription(&self, hash: &ChannelHash, token: &str, user: UserId) -> Result<()> {
+        let owner = token::verify(
+            &self.inner.secret,
+            TokenKind::Subscription,
+            Some(hash),
+            token,
+        )?;
+        if owner != user {
+            return Err(Error::forbidden(
+                "token_invalid",
+                "a subscription token belongs to another user",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stops the background tasks and open long-polls, waits for them (at most the drain
+    /// timeout), then closes the engine.
+    pub async fn shutdown(&self) {
+        let i = &self.inner;
+        i.cancel.cancel();
+        i.tracker.close();
+        let drain = Duration::from_millis(i.config.server.drain_timeout_ms);
+        if tokio::time::timeout(drain, i.tracker.wait()).await.is_err() {
+            tracing::warn!("background tasks did not stop within the drain timeout");
+        }
+        i.engine.close().await;
+    }
+
+    /// The routes to mount: client endpoints and the application API.
+    pub fn router(&self) -> axum::Router {
+        crate::router::router(self.clone())
+    }
+}

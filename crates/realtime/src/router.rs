@@ -1,0 +1,66 @@
+//! The routes an application mounts: client endpoints (token credentials, CORS for the
+//! configured origins) and the application API (API key).
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, Method};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::error::Error;
+use crate::{api, transport, Realtime};
+
+/// The browser client, embedded in the binary.
+pub const REALTIME_JS: &str = include_str!("../../../clients/js/realtime.js");
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("last-event-id"),
+        ])
+}
+
+async fn realtime_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        REALTIME_JS,
+    )
+}
+
+async fn not_found() -> Error {
+    Error::NotFound("no such endpoint".into())
+}
+
+pub(crate) fn router(rt: Realtime) -> Router {
+    let limit = rt.config().limits.request_bytes;
+    let client = Router::new()
+        .route("/poll", post(transport::poll::poll))
+        .route("/send", post(transport::send::send))
+        .route("/realtime.js", get(realtime_js))
+        .layer(cors(&rt.config().server.allowed_origins));
+    let app_api = Router::new()
+        .route("/api/subscribe", post(api::subscribe))
+        .route("/api/page", post(api::page))
+        .route("/api/notify", post(api::notify))
+        .route("/api/status", get(api::status))
+        .route("/healthz", get(api::healthz));
+    Router::new()
+        .merge(client)
+        .merge(app_api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(rt)
+}

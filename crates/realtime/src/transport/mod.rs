@@ -1,0 +1,77 @@
+//! Transports: how events reach a page. Each file serves one; they share the credential check
+//! and the answer encoding here, and all read from the same hub with the same cursor, so a
+//! page can move between transports (and nodes) without missing or repeating an event.
+
+use std::collections::BTreeSet;
+
+use axum::body::Bytes;
+use serde::Deserialize;
+
+use crate::channel::ChannelHash;
+use crate::error::{Error, Result};
+use crate::hub::Batch;
+use crate::token::UserId;
+use crate::Realtime;
+
+pub mod poll;
+pub mod send;
+
+/// One subscription as a client presents it: the hash and its token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionRef {
+    /// The channel hash from the page config.
+    pub channel: ChannelHash,
+    /// The subscription token from the page config.
+    pub token: String,
+}
+
+/// Checks every subscription token against `user` and returns the distinct hashes.
+///
+/// # Errors
+/// 400 when there are none or too many; the first token's refusal otherwise.
+pub fn authorize(
+    rt: &Realtime,
+    user: UserId,
+    subs: &[SubscriptionRef],
+) -> Result<Vec<ChannelHash>> {
+    let max = rt.config().limits.subscriptions;
+    if subs.is_empty() {
+        return Err(Error::bad_request(
+            "invalid_request",
+            "at least one subscription is required",
+        ));
+    }
+    if subs.len() > max {
+        return Err(Error::bad_request(
+            "too_many_subscriptions",
+            format!("at most {max} subscriptions per request"),
+        ));
+    }
+    let mut hashes = BTreeSet::new();
+    for s in subs {
+        rt.verify_subscription(&s.channel, &s.token, user)?;
+        hashes.insert(s.channel.clone());
+    }
+    Ok(hashes.into_iter().collect())
+}
+
+/// The JSON of a batch: `{"events": [...], "cursor": "...", "recovered": bool}`, built from the
+/// events' bytes serialised once by the hub.
+pub fn batch_json(batch: &Batch) -> Bytes {
+    let size: usize = batch.events.iter().map(|e| e.json.len() + 1).sum();
+    let mut out = Vec::with_capacity(size + 96);
+    out.extend_from_slice(b"{\"events\":[");
+    for (i, e) in batch.events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&e.json);
+    }
+    out.extend_from_slice(b"],\"cursor\":\"");
+    out.extend_from_slice(batch.cursor.to_string().as_bytes());
+    out.extend_from_slice(b"\",\"recovered\":");
+    out.extend_from_slice(if batch.recovered { b"true" } else { b"false" });
+    out.push(b'}');
+    Bytes::from(out)
+}
