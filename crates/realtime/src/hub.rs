@@ -230,8 +230,7 @@ impl Hub {
                                 tracing::error!(old = %self.epoch.0, new = %pos.epoch.0, "the engine's epoch changed under this node; restart it");
                                 failed = true;
                             }
-                            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-                            st.floor = st.floor.max(pos.floor);
+                            self.raise_floor(pos.floor);
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "engine position failed");
@@ -428,9 +427,18 @@ impl Hub {
         }
     }
 
-    /// Raises the known floor after this node purged.
+    /// Raises the known floor (after a purge here or elsewhere) and drops cached events at or
+    /// below it, so that every node answers a cursor older than retention alike
+    /// (`recovered: false`), whatever its cache still holds.
     pub(crate) fn raise_floor(&self, floor: EventId) {
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-        st.floor = st.floor.max(floor);
+        if floor <= st.floor {
+            return;
+        }
+        st.floor = floor;
+        while st.cache.front().is_some_and(|e| e.id <= floor) {
+            st.cache.pop_front();
+        }
+        st.cache_floor = st.cache_floor.max(floor);
     }
 }
