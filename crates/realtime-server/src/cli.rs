@@ -26,6 +26,7 @@ pub(crate) fn setup(common: &Common, env: &Env, listen: Option<&str>) -> Result<
         config.server.listen = listen.to_string();
     }
     let data_dir = PathBuf::from(&config.server.data_dir);
+    datadir::create_private_dir(&data_dir)?;
     let from_env = env
         .iter()
         .find(|(k, _)| k == "REALTIME_SECRET")
@@ -62,7 +63,29 @@ async fn open_sqlite(path: PathBuf) -> Result<Arc<dyn Engine>, String> {
     let engine = SqliteEngine::open(&path)
         .await
         .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    private(&path)?;
     Ok(Arc::new(engine))
+}
+
+/// Makes the database file (and its WAL and shared-memory files) readable by this user only:
+/// events may carry private data.
+fn private(db: &std::path::Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = db.as_os_str().to_owned();
+            p.push(suffix);
+            let p = PathBuf::from(p);
+            if p.exists() {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| format!("restricting {}: {e}", p.display()))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = db;
+    Ok(())
 }
 
 /// `realtime notify`: append one event, print its id.

@@ -22,7 +22,7 @@ fn read_or_create(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("reading {}: {e}", path.display())),
     }
-    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    create_private_dir(dir)?;
     let text = make();
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -45,6 +45,23 @@ fn read_or_create(
         }
         Err(e) => Err(format!("creating {}: {e}", path.display())),
     }
+}
+
+/// Creates `dir` (and its parents) when absent; a new data dir is readable by this user only.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), String> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))
 }
 
 /// The secret: `REALTIME_SECRET` when set, else `dir/secret` (generated on first use).

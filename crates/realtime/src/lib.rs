@@ -41,6 +41,8 @@ pub mod hub;
 mod node;
 mod router;
 pub mod secret;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod token;
 pub mod transport;
 
