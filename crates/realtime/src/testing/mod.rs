@@ -77,7 +77,7 @@ async fn append_read_order_and_filter(e: Arc<dyn Engine>) {
         ("mod_b", "y", 2)
     );
     let only_a = e
-        .read(EventId(0), Some(&[hash_a.clone()]), 100)
+        .read(EventId(0), Some(std::slice::from_ref(&hash_a)), 100)
         .await
         .expect("read");
     assert_eq!(
