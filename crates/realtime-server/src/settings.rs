@@ -165,3 +165,31 @@ mod tests {
             .contains("poll.request_timeout"));
     }
 }
+
+#[cfg(test)]
+mod sample {
+    use super::*;
+
+    /// The commented sample at the repository's root lists every setting at its default.
+    #[test]
+    fn the_sample_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../realtime.toml");
+        let loaded = load(Some(&path), &Env::new()).expect("the sample loads");
+        let as_toml = |c: &Config| toml::to_string(c).expect("serialises");
+        assert_eq!(as_toml(&loaded), as_toml(&Config::default()));
+        let text = std::fs::read_to_string(&path).expect("read");
+        let given: Value = toml::from_str(&text).expect("toml");
+        let defaults = Value::try_from(Config::default()).expect("defaults");
+        for (section, keys) in defaults.as_table().expect("table") {
+            for key in keys.as_table().expect("section").keys() {
+                if section == "webhooks" && key == "components" {
+                    continue;
+                }
+                assert!(
+                    given.get(section).and_then(|s| s.get(key)).is_some(),
+                    "the sample lacks {section}.{key}"
+                );
+            }
+        }
+    }
+}
