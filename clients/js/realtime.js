@@ -22,6 +22,13 @@
  * `{events, cursor, recovered}` to `sink.batch`, and on its first failure
  * reports once to `sink.failure` and goes idle until opened again.
  *
+ * Failures of a poll: network errors, client-side timeouts, 5xx, 429 and
+ * malformed answers are retried with exponential backoff and full jitter;
+ * `maxRetries` consecutive ones end in CONNECTION_LOST `retries_exhausted`.
+ * 401/403 end it at once (`credential_refused`), any other 4xx too
+ * (`rejected`: a client bug). Events are published once each, in ascending
+ * id order (high-water mark of delivered ids, reset on `recovered: false`).
+ *
  * @module realtime
  */
 
@@ -37,6 +44,7 @@ const DEFAULTS = Object.freeze({
     backoffMaxMs: 20000,
     maxRetries: 10,
     pollTimeoutMs: 65000,
+    shortPollDelayMs: 1000,
 });
 
 /**
@@ -131,11 +139,13 @@ function isObject(value) {
 
 /**
  * Long-polling transport: exactly one `POST {url}/poll` in flight; the next
- * starts as soon as an answer has been handed to the sink.
+ * starts as soon as an answer has been handed to the sink. Only an answer
+ * without events that came back sooner than `shortPollDelayMs` (a server in
+ * short-poll mode, or shutting down) delays the next poll to that interval.
  */
 class PollTransport {
     /**
-     * @param {{config: PageConfig, fetch: typeof fetch, pollTimeoutMs: number}} context
+     * @param {{config: PageConfig, fetch: typeof fetch, pollTimeoutMs: number, shortPollDelayMs: number}} context
      * @param {{batch: (answer: PollAnswer) => void, failure: (error: RealtimeError) => void}} sink
      */
     constructor(context, sink) {
@@ -143,6 +153,7 @@ class PollTransport {
         this.sink = sink;
         this.generation = 0;
         this.abort = null;
+        this.pause = null;
         this.subscriptions = context.config.subscriptions.map((s) => ({channel: s.channel, token: s.token}));
     }
 
@@ -157,12 +168,18 @@ class PollTransport {
         this.generation += 1;
         this.abort?.abort();
         this.abort = null;
+        if (this.pause) {
+            clearTimeout(this.pause.timer);
+            this.pause.resolve();
+            this.pause = null;
+        }
     }
 
     /** @param {number} generation @param {string|null} cursor */
     async loop(generation, cursor) {
-        const {config, fetch: fetchFn, pollTimeoutMs} = this.context;
+        const {config, fetch: fetchFn, pollTimeoutMs, shortPollDelayMs} = this.context;
         while (generation === this.generation) {
+            const started = Date.now();
             const abort = new AbortController();
             this.abort = abort;
             let timedOut = false;
@@ -183,7 +200,8 @@ class PollTransport {
                 this.close();
                 this.sink.failure(timedOut
                     ? new RealtimeError('poll timed out', {code: 'network_error', reason: 'network_error', retryable: true})
-                    : err);
+                    : err instanceof RealtimeError ? err
+                        : new RealtimeError(`poll failed: ${err?.message ?? err}`, {code: 'client_error', cause: err}));
                 return;
             }
             clearTimeout(timer);
@@ -191,7 +209,18 @@ class PollTransport {
                 return;
             }
             cursor = answer.cursor;
-            this.sink.batch(answer);
+            try {
+                this.sink.batch(answer);
+            } catch (err) {
+                console.error('realtime: delivering a batch failed', err);
+            }
+            const rest = shortPollDelayMs - (Date.now() - started);
+            if (answer.events.length === 0 && rest > 0 && generation === this.generation) {
+                await new Promise((resolve) => { this.pause = {timer: setTimeout(resolve, rest), resolve}; });
+                if (generation === this.generation) {
+                    this.pause = null;
+                }
+            }
         }
     }
 }
@@ -238,6 +267,7 @@ class Hub {
  */
 class RealtimeClient {
     #config;
+    /** @type {Required<ClientOptions>} */
     #options;
     #hub;
     #transport;
@@ -259,10 +289,12 @@ class RealtimeClient {
             throw new TypeError('realtime: page config needs url, usertoken and subscriptions');
         }
         this.#config = {...config, url: config.url.replace(/\/+$/, '')};
-        this.#options = {...DEFAULTS, random: Math.random, ...withoutUndefined(options)};
-        if (!this.#options.fetch) {
-            this.#options.fetch = (...args) => globalThis.fetch(...args);
-        }
+        this.#options = {
+            ...DEFAULTS,
+            random: Math.random,
+            fetch: (input, init) => globalThis.fetch(input, init),
+            ...withoutUndefined(options),
+        };
         this.#hub = hub;
         this.#cursor = typeof config.cursor === 'string' ? config.cursor : null;
         const names = Array.isArray(config.transports) ? config.transports : ['poll'];
@@ -273,7 +305,12 @@ class RealtimeClient {
         }
         this.transportName = name;
         this.#transport = new TRANSPORTS[name](
-            {config: this.#config, fetch: this.#options.fetch, pollTimeoutMs: this.#options.pollTimeoutMs},
+            {
+                config: this.#config,
+                fetch: this.#options.fetch,
+                pollTimeoutMs: this.#options.pollTimeoutMs,
+                shortPollDelayMs: this.#options.shortPollDelayMs,
+            },
             {batch: (answer) => this.#onBatch(answer), failure: (error) => this.#onFailure(error)},
         );
     }
@@ -411,7 +448,7 @@ function idOf(event) {
     return Number.isFinite(event.id) ? event.id : Number.MAX_SAFE_INTEGER;
 }
 
-/** @template T @param {T} object @returns {T} */
+/** @param {Record<string, any> | undefined} object @returns {Record<string, any>} */
 function withoutUndefined(object) {
     return Object.fromEntries(Object.entries(object ?? {}).filter(([, v]) => v !== undefined));
 }
@@ -486,6 +523,7 @@ export function stop() {
  * @property {number} [backoffMaxMs]
  * @property {number} [maxRetries] consecutive failures after which CONNECTION_LOST fires
  * @property {number} [pollTimeoutMs] client-side cap on one poll request
+ * @property {number} [shortPollDelayMs] least interval between polls answered without events
  * @property {() => number} [random]
  */
 /**
