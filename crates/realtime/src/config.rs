@@ -29,6 +29,10 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// This node's hub.
     pub hub: HubConfig,
+    /// The WebSocket transport.
+    pub websocket: WebSocketConfig,
+    /// The Server-Sent Events transport.
+    pub sse: SseConfig,
 }
 
 /// `[server]`
@@ -223,8 +227,63 @@ impl Default for HubConfig {
     }
 }
 
+/// `[websocket]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// How often the server pings an idle connection, in milliseconds (default 25 s).
+    pub ping_interval_ms: u64,
+    /// A connection from which nothing (not even a pong) arrives for this long is closed with
+    /// code 4009, in milliseconds (default 60 s).
+    pub dead_peer_timeout_ms: u64,
+    /// How long one write may wait for a client that does not read before it is cut off as a
+    /// slow consumer (close code 4008), in milliseconds (default 10 s).
+    pub write_timeout_ms: u64,
+    /// How long a new connection may take to send its `subscribe` frame, in milliseconds.
+    pub subscribe_timeout_ms: u64,
+    /// Largest frame a client may send, in bytes (default 128 KiB); larger ones close the
+    /// connection with code 1009.
+    pub max_frame_bytes: usize,
+    /// Most `send` frames one connection may have waiting for their handlers (default 16);
+    /// more are answered with a `too_many_sends` error.
+    pub sends_in_flight: usize,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            ping_interval_ms: 25_000,
+            dead_peer_timeout_ms: 60_000,
+            write_timeout_ms: 10_000,
+            subscribe_timeout_ms: 10_000,
+            max_frame_bytes: 128 * 1024,
+            sends_in_flight: 16,
+        }
+    }
+}
+
+/// `[sse]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SseConfig {
+    /// How often an idle stream gets a comment line, so that proxies keep it open, in
+    /// milliseconds (default 15 s).
+    pub heartbeat_ms: u64,
+    /// The reconnection delay the server suggests to `EventSource` (`retry:`), in milliseconds.
+    pub retry_ms: u64,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        SseConfig {
+            heartbeat_ms: 15_000,
+            retry_ms: 2_000,
+        }
+    }
+}
+
 /// The transports this build serves.
-pub const IMPLEMENTED_TRANSPORTS: &[&str] = &["poll"];
+pub const IMPLEMENTED_TRANSPORTS: &[&str] = &["websocket", "sse", "poll"];
 
 impl Config {
     /// Checks every setting; call once at start.
@@ -291,6 +350,19 @@ impl Config {
             return Err(
                 "limits: batch_events, subscriptions and poll_events must be at least 1".into(),
             );
+        }
+        let w = &self.websocket;
+        if w.ping_interval_ms < 100 || w.dead_peer_timeout_ms <= w.ping_interval_ms {
+            return Err("websocket: ping_interval_ms must be at least 100 and dead_peer_timeout_ms above it".into());
+        }
+        if w.write_timeout_ms == 0 || w.subscribe_timeout_ms == 0 || w.sends_in_flight == 0 {
+            return Err("websocket: write_timeout_ms, subscribe_timeout_ms and sends_in_flight must be at least 1".into());
+        }
+        if w.max_frame_bytes < 1024 {
+            return Err("websocket.max_frame_bytes must be at least 1024".into());
+        }
+        if self.sse.heartbeat_ms < 100 {
+            return Err("sse.heartbeat_ms must be at least 100".into());
         }
         if self.hub.cache_events == 0 {
             return Err("hub.cache_events must be at least 1".into());

@@ -14,10 +14,11 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +39,10 @@ pub struct CachedEvent {
     pub hash: ChannelHash,
     /// The event in its wire shape, as JSON.
     pub json: Bytes,
+    /// The WebSocket frame, made on first use and then shared by every connection.
+    ws: OnceLock<Utf8Bytes>,
+    /// The SSE record, made on first use and then shared by every stream.
+    sse: OnceLock<Bytes>,
 }
 
 impl CachedEvent {
@@ -48,7 +53,42 @@ impl CachedEvent {
             id: e.id,
             hash: e.hash.clone(),
             json: Bytes::from(json),
+            ws: OnceLock::new(),
+            sse: OnceLock::new(),
         }))
+    }
+
+    fn json_str(&self) -> &str {
+        // The JSON came from serde_json, so it is UTF-8.
+        std::str::from_utf8(&self.json).unwrap_or("null")
+    }
+
+    /// `{"type":"event","cursor":"EPOCH:ID","event":{...}}`: the same frame for every connection.
+    pub fn ws_frame(&self, epoch: &Epoch) -> Utf8Bytes {
+        self.ws
+            .get_or_init(|| {
+                Utf8Bytes::from(format!(
+                    "{{\"type\":\"event\",\"cursor\":\"{}:{}\",\"event\":{}}}",
+                    epoch.0,
+                    self.id.0,
+                    self.json_str()
+                ))
+            })
+            .clone()
+    }
+
+    /// `id: EPOCH:ID` and `data: {...}`: the same SSE record for every stream.
+    pub fn sse_frame(&self, epoch: &Epoch) -> Bytes {
+        self.sse
+            .get_or_init(|| {
+                Bytes::from(format!(
+                    "id: {}:{}\ndata: {}\n\n",
+                    epoch.0,
+                    self.id.0,
+                    self.json_str()
+                ))
+            })
+            .clone()
     }
 }
 

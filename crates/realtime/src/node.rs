@@ -184,6 +184,12 @@ impl Realtime {
         &self.inner.hub
     }
 
+    /// Tracks the node's tasks (background work, WebSocket connections, sends in flight) so
+    /// that shutdown can wait for them.
+    pub(crate) fn tracker(&self) -> &TaskTracker {
+        &self.inner.tracker
+    }
+
     /// Fires when the node shuts down; long-lived requests end on it.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.cancel

@@ -49,6 +49,8 @@ pub(crate) fn router(rt: Realtime) -> Router {
     let client = Router::new()
         .route("/poll", post(transport::poll::poll))
         .route("/send", post(transport::send::send))
+        .route("/ws", get(transport::ws::upgrade))
+        .route("/sse", get(transport::sse::sse))
         .route("/realtime.js", get(realtime_js))
         .layer(cors(&rt.config().server.allowed_origins));
     let app_api = Router::new()

@@ -13,7 +13,7 @@ async fn a_notified_event_reaches_a_waiting_poll_in_the_one_event_shape() {
     let ch = channel("mod_quiz", "attempts", 7);
     let page = s.page(42, json!([ch])).await;
     assert_eq!(page["user"], 42);
-    assert_eq!(page["transports"], json!(["poll"]));
+    assert_eq!(page["transports"], json!(["websocket", "sse", "poll"]));
     assert_eq!(page["url"], s.url);
 
     // The poll is waiting on the hub before the event exists.

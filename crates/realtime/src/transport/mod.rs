@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use axum::body::Bytes;
+use axum::http::{header, HeaderMap};
 use serde::Deserialize;
 
 use crate::channel::ChannelHash;
@@ -15,6 +16,8 @@ use crate::Realtime;
 
 pub mod poll;
 pub mod send;
+pub mod sse;
+pub mod ws;
 
 /// One subscription as a client presents it: the hash and its token.
 #[derive(Debug, Clone, Deserialize)]
@@ -74,4 +77,28 @@ pub fn batch_json(batch: &Batch) -> Bytes {
     out.extend_from_slice(if batch.recovered { b"true" } else { b"false" });
     out.push(b'}');
     Bytes::from(out)
+}
+
+/// Refuses a browser request whose `Origin` is outside `server.allowed_origins` (`*` allows
+/// any). Requests without an `Origin` (programs, not browsers) pass.
+///
+/// # Errors
+/// 403 `origin_refused`.
+pub fn check_origin(rt: &Realtime, headers: &HeaderMap) -> Result<()> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let allowed = &rt.config().server.allowed_origins;
+    let origin = origin.to_str().unwrap_or("");
+    if allowed
+        .iter()
+        .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    {
+        Ok(())
+    } else {
+        Err(Error::forbidden(
+            "origin_refused",
+            format!("origin {origin:?} is not allowed"),
+        ))
+    }
 }

@@ -164,3 +164,194 @@ impl TestServer {
 pub fn channel(component: &str, area: &str, itemid: i64) -> Value {
     json!({"contextid": 1, "component": component, "area": area, "itemid": itemid, "details": ""})
 }
+
+/// A WebSocket client speaking the protocol, for tests.
+pub mod ws {
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{json, Value};
+    use std::time::Duration;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+
+    pub type Socket = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    pub async fn connect(base: &str) -> Socket {
+        let url = format!("{}/ws", base.replacen("http://", "ws://", 1));
+        tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects")
+            .0
+    }
+
+    pub fn subscribe_frame(page: &Value, cursor: &Value) -> Value {
+        let subs: Vec<Value> = page["subscriptions"]
+            .as_array()
+            .expect("subscriptions")
+            .iter()
+            .map(|s| json!({"channel": s["channel"], "token": s["token"]}))
+            .collect();
+        json!({"type": "subscribe", "usertoken": page["usertoken"], "subscriptions": subs, "cursor": cursor})
+    }
+
+    pub async fn send(ws: &mut Socket, frame: Value) {
+        ws.send(Message::text(frame.to_string()))
+            .await
+            .expect("frame sent");
+    }
+
+    /// What the next read gave.
+    #[derive(Debug)]
+    pub enum Next {
+        Frame(Value),
+        Closed(Option<u16>),
+        Timeout,
+    }
+
+    pub async fn next(ws: &mut Socket, wait: Duration) -> Next {
+        loop {
+            match tokio::time::timeout(wait, ws.next()).await {
+                Err(_) => return Next::Timeout,
+                Ok(None) | Ok(Some(Err(_))) => return Next::Closed(None),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return Next::Frame(serde_json::from_str(&t).expect("JSON frame"))
+                }
+                Ok(Some(Ok(Message::Close(c)))) => {
+                    return Next::Closed(c.map(|c| u16::from(c.code)))
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    pub async fn frame(ws: &mut Socket) -> Value {
+        match next(ws, Duration::from_secs(10)).await {
+            Next::Frame(f) => f,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    /// Reads until `n` event frames arrived; returns (events, last cursor).
+    pub async fn events(ws: &mut Socket, n: usize) -> (Vec<Value>, Value) {
+        let mut out = Vec::new();
+        let mut cursor = Value::Null;
+        while out.len() < n {
+            let f = frame(ws).await;
+            if f["type"] == "event" {
+                cursor = f["cursor"].clone();
+                out.push(f["event"].clone());
+            }
+        }
+        (out, cursor)
+    }
+
+    pub fn code(c: CloseCode) -> u16 {
+        u16::from(c)
+    }
+}
+
+/// A Server-Sent Events client, for tests.
+pub mod sse {
+    use futures_util::StreamExt;
+    use serde_json::Value;
+
+    /// One SSE record.
+    #[derive(Debug, Clone, Default)]
+    pub struct Record {
+        pub id: Option<String>,
+        pub event: Option<String>,
+        pub data: String,
+    }
+
+    pub struct Stream {
+        inner: std::pin::Pin<
+            Box<dyn futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>,
+        >,
+        buf: String,
+        pub status: u16,
+    }
+
+    pub fn query(page: &Value, cursor: Option<&Value>) -> String {
+        let mut q: Vec<(String, String)> = vec![(
+            "usertoken".into(),
+            page["usertoken"].as_str().expect("ut").into(),
+        )];
+        for s in page["subscriptions"].as_array().expect("subs") {
+            q.push((
+                "channel".into(),
+                s["channel"].as_str().expect("hash").into(),
+            ));
+            q.push(("token".into(), s["token"].as_str().expect("token").into()));
+        }
+        if let Some(c) = cursor {
+            q.push(("cursor".into(), c.as_str().expect("cursor").into()));
+        }
+        serde_urlencoded::to_string(q).expect("query")
+    }
+
+    pub async fn open(base: &str, query: &str, last_event_id: Option<&str>) -> Stream {
+        let mut req = reqwest::Client::new()
+            .get(format!("{base}/sse?{query}"))
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let res = req.send().await.expect("sse request");
+        let status = res.status().as_u16();
+        Stream {
+            inner: Box::pin(res.bytes_stream()),
+            buf: String::new(),
+            status,
+        }
+    }
+
+    impl Stream {
+        /// The next record (comments skipped), or None when the stream ends.
+        pub async fn record(&mut self) -> Option<Record> {
+            loop {
+                if let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    let mut r = Record::default();
+                    let mut any = false;
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("id: ") {
+                            r.id = Some(v.into());
+                            any = true;
+                        } else if let Some(v) = line.strip_prefix("event: ") {
+                            r.event = Some(v.into());
+                            any = true;
+                        } else if let Some(v) = line.strip_prefix("data: ") {
+                            r.data.push_str(v);
+                            any = true;
+                        }
+                    }
+                    if any && (r.id.is_some() || !r.data.is_empty()) {
+                        return Some(r);
+                    }
+                    continue;
+                }
+                match tokio::time::timeout(std::time::Duration::from_secs(10), self.inner.next())
+                    .await
+                {
+                    Ok(Some(Ok(chunk))) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
+                    _ => return None,
+                }
+            }
+        }
+
+        /// Reads until `n` events; returns (events, last id).
+        pub async fn events(&mut self, n: usize) -> (Vec<Value>, String) {
+            let mut out = Vec::new();
+            let mut last = String::new();
+            while out.len() < n {
+                let r = self.record().await.expect("the stream goes on");
+                if r.event.is_none() {
+                    last = r.id.clone().expect("an id");
+                    out.push(serde_json::from_str(&r.data).expect("event JSON"));
+                }
+            }
+            (out, last)
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Server-Sent Events, `GET /sse`.
+//!
+//! `EventSource` cannot send a body or headers, so everything is in the query string:
+//! `?usertoken=T&channel=H1&token=T1&channel=H2&token=T2&cursor=C` (each `channel` followed by
+//! its `token`). The `Last-Event-ID` header, which the browser sends when it reconnects by
+//! itself, wins over `cursor`.
+//!
+//! The stream opens with `retry:` and a comment, then:
+//! - one record per event, `id: <cursor>` and `data: <event JSON>` (so `Last-Event-ID` resumes);
+//! - `event: not_recovered` with `id:` and `data: {"cursor": C}` when events were missed;
+//! - a comment line every `sse.heartbeat_ms` while idle, so that proxies keep the stream open.
+//!
+//! A refused credential is an ordinary HTTP error (401/403 with the error body) before any
+//! stream starts. The stream is pulled by the HTTP connection: a client that does not read
+//! holds at most one batch. It ends on server shutdown; the browser reconnects (to any node).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::{authorize, check_origin, SubscriptionRef};
+use crate::channel::ChannelHash;
+use crate::error::{Error, Result};
+use crate::event::Cursor;
+use crate::hub::{ListenGuard, Wake};
+use crate::Realtime;
+
+/// What the query string says.
+struct SseRequest {
+    usertoken: String,
+    subscriptions: Vec<SubscriptionRef>,
+    cursor: Option<Cursor>,
+}
+
+fn parse_query(query: Option<&str>) -> Result<SseRequest> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| Error::bad_request("invalid_request", format!("bad query string: {e}")))?;
+    let mut usertoken = None;
+    let mut cursor = None;
+    let mut subscriptions = Vec::new();
+    let mut pending: Option<ChannelHash> = None;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "usertoken" => usertoken = Some(v),
+            "cursor" => cursor = Some(Cursor::parse(&v)?),
+            "channel" => {
+                if pending.is_some() {
+                    return Err(Error::bad_request(
+                        "invalid_request",
+                        "each `channel` must be followed by its `token`",
+                    ));
+                }
+                pending = Some(ChannelHash::parse(&v)?);
+            }
+            "token" => {
+                let channel = pending.take().ok_or_else(|| {
+                    Error::bad_request("invalid_request", "a `token` must follow its `channel`")
+                })?;
+                subscriptions.push(SubscriptionRef { channel, token: v });
+            }
+            other => {
+                return Err(Error::bad_request(
+                    "invalid_request",
+                    format!("unknown query parameter `{other}`"),
+                ));
+            }
+        }
+    }
+    if pending.is_some() {
+        return Err(Error::bad_request(
+            "invalid_request",
+            "the last `channel` has no `token`",
+        ));
+    }
+    let usertoken = usertoken.ok_or_else(|| {
+        Error::unauthorized(
+            "unauthorized",
+            "`usertoken` is required in the query string",
+        )
+    })?;
+    Ok(SseRequest {
+        usertoken,
+        subscriptions,
+        cursor,
+    })
+}
+
+/// `GET /sse`.
+pub async fn sse(
+    State(rt): State<Realtime>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response> {
+    check_origin(&rt, &headers)?;
+    let req = parse_query(query.as_deref())?;
+    let user = rt.verify_user_token(&req.usertoken)?;
+    let hashes = authorize(&rt, user, &req.subscriptions)?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(Cursor::parse)
+        .transpose()?;
+    let hub = rt.hub().clone();
+    let cursor = last_event_id.or(req.cursor).unwrap_or_else(|| hub.head());
+    let wake = Arc::new(Wake::default());
+    let guard = hub.listen(&hashes, wake.clone());
+    let cfg = &rt.config().sse;
+    let opening = Bytes::from(format!("retry: {}\n: connected\n\n", cfg.retry_ms));
+    let state = Stream {
+        rt: rt.clone(),
+        hashes,
+        cursor,
+        wake,
+        _guard: guard,
+        heartbeat: Duration::from_millis(cfg.heartbeat_ms),
+        cancel: rt.shutdown_token().clone(),
+        opening: Some(opening),
+    };
+    let body = Body::from_stream(futures_util::stream::unfold(state, |mut s| async move {
+        let chunk = s.next_chunk().await?;
+        Some((Ok::<Bytes, std::convert::Infallible>(chunk), s))
+    }));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// One open stream: pulled chunk by chunk by the HTTP connection.
+struct Stream {
+    rt: Realtime,
+    hashes: Vec<ChannelHash>,
+    cursor: Cursor,
+    wake: Arc<Wake>,
+    _guard: ListenGuard,
+    heartbeat: Duration,
+    cancel: CancellationToken,
+    opening: Option<Bytes>,
+}
+
+impl Stream {
+    /// The next bytes to send, or `None` to end the stream.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.opening.take() {
+            return Some(first);
+        }
+        loop {
+            if self.cancel.is_cancelled() {
+                return None;
+            }
+            let limit = self.rt.config().limits.poll_events;
+            let batch = match self.rt.hub().fetch(&self.hashes, &self.cursor, limit).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sse fetch failed; ending the stream so the client resumes");
+                    return None;
+                }
+            };
+            if !batch.recovered {
+                self.cursor = batch.cursor;
+                let data = json!({"cursor": self.cursor});
+                return Some(Bytes::from(format!(
+                    "event: not_recovered\nid: {}\ndata: {data}\n\n",
+                    self.cursor
+                )));
+            }
+            if !batch.events.is_empty() {
+                let epoch = self.rt.hub().epoch().clone();
+                let mut out = Vec::new();
+                for e in &batch.events {
+                    out.extend_from_slice(&e.sse_frame(&epoch));
+                }
+                self.cursor = batch.cursor;
+                return Some(Bytes::from(out));
+            }
+            self.cursor = batch.cursor;
+            tokio::select! {
+                _ = self.wake.0.notified() => {}
+                _ = tokio::time::sleep(self.heartbeat) => return Some(Bytes::from_static(b": heartbeat\n\n")),
+                _ = self.cancel.cancelled() => return None,
+            }
+        }
+    }
+}

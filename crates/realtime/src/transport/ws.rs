@@ -1,0 +1,500 @@
+//! WebSocket, `GET /ws`: JSON text frames with a `type`.
+//!
+//! Client → server: `subscribe` (`usertoken`, `subscriptions`, `cursor`; the first frame, and
+//! later ones add subscriptions), `send` (`id`, `component`, `payload`), `ping`.
+//! Server → client: `recovered` / `not_recovered` (with the cursor the stream continues from),
+//! `event` (`cursor`, `event`), `reply` (`id`, `response` or `error`), `error`, `pong`.
+//!
+//! Delivery pulls from the hub by cursor: a connection keeps no queue of its own. When its
+//! channels get an event the hub wakes it; it reads everything after its cursor from the hub's
+//! cache (the engine only when the cursor is older than the cache) and writes the frames, which
+//! are made once per event and shared by every connection. A client that stops reading blocks
+//! that write; after `websocket.write_timeout_ms` it is cut off with close code 4008 and resumes
+//! from its cursor when it reconnects. Memory per connection is therefore one batch at most,
+//! whatever the client does.
+//!
+//! Close codes: 1000 normal; 1009 frame too large; 1012 server draining (reconnect at once,
+//! to any node); 4001 credential refused (do not retry); 4002 bad subscribe (do not retry);
+//! 4008 slow consumer (resume from the cursor); 4009 no heartbeat (reconnect with backoff).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+
+use super::{authorize, check_origin, SubscriptionRef};
+use crate::channel::ChannelHash;
+use crate::error::{Error, Result};
+use crate::event::Cursor;
+use crate::hub::{ListenGuard, Wake};
+use crate::token::UserId;
+use crate::Realtime;
+
+/// Close code: the credential was refused; the client must not retry.
+pub const CLOSE_CREDENTIAL_REFUSED: u16 = 4001;
+/// Close code: the subscribe frame was malformed or missing; the client must not retry.
+pub const CLOSE_BAD_SUBSCRIBE: u16 = 4002;
+/// Close code: the client did not read fast enough; resume from the cursor.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// Close code: nothing was heard from the client within the dead-peer timeout.
+pub const CLOSE_NO_HEARTBEAT: u16 = 4009;
+/// Close code: the server is draining; reconnect at once (another node will answer).
+pub const CLOSE_DRAINING: u16 = 1012;
+/// Close code: a frame over the size limit.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum ClientFrame {
+    Subscribe {
+        #[serde(default)]
+        usertoken: Option<String>,
+        subscriptions: Vec<SubscriptionRef>,
+        #[serde(default)]
+        cursor: Option<Cursor>,
+    },
+    Send {
+        id: Value,
+        component: String,
+        #[serde(default)]
+        payload: Value,
+    },
+    Ping,
+}
+
+/// `GET /ws`: checks the origin, then upgrades.
+pub async fn upgrade(
+    State(rt): State<Realtime>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response> {
+    check_origin(&rt, &headers)?;
+    let max = rt.config().websocket.max_frame_bytes;
+    Ok(ws
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max.max(64 * 1024) * 4)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| async move {
+            let tracker = rt.tracker().clone();
+            tracker.spawn(Connection::run(rt, socket)).await.ok();
+        }))
+}
+
+/// Why a connection ends.
+struct Close(u16, &'static str);
+
+struct Connection {
+    rt: Realtime,
+    sink: SplitSink<WebSocket, Message>,
+    user: UserId,
+    hashes: Vec<ChannelHash>,
+    cursor: Cursor,
+    wake: Arc<Wake>,
+    guard: Option<ListenGuard>,
+    write_timeout: Duration,
+}
+
+impl Connection {
+    async fn run(rt: Realtime, socket: WebSocket) {
+        let (sink, mut stream) = socket.split();
+        let cfg = rt.config().websocket.clone();
+        let first = timeout(
+            Duration::from_millis(cfg.subscribe_timeout_ms),
+            next_text(&mut stream),
+        )
+        .await;
+        let mut conn = Connection {
+            rt,
+            sink,
+            user: UserId::GUEST,
+            hashes: Vec::new(),
+            cursor: Cursor {
+                epoch: crate::event::Epoch(String::new()),
+                id: crate::event::EventId(0),
+            },
+            wake: Arc::new(Wake::default()),
+            guard: None,
+            write_timeout: Duration::from_millis(cfg.write_timeout_ms),
+        };
+        let outcome = match first {
+            Err(_) => Err(Close(CLOSE_BAD_SUBSCRIBE, "no subscribe frame in time")),
+            Ok(Err(close)) => Err(close),
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some(text))) => match conn.start(&text).await {
+                Ok(()) => conn.serve(&mut stream, &cfg).await,
+                Err(close) => Err(close),
+            },
+        };
+        let Close(code, reason) = match outcome {
+            Ok(()) => return,
+            Err(close) => close,
+        };
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }));
+        // The closing handshake, best effort: send our close, then wait briefly for the
+        // client's, so that it reads every frame before the connection goes. A client that
+        // does not read will not get it, and is dropped anyway.
+        let _ = timeout(Duration::from_secs(1), async {
+            if conn.sink.send(frame).await.is_ok() {
+                while let Some(Ok(msg)) = stream.next().await {
+                    if matches!(msg, Message::Close(_)) {
+                        break;
+                    }
+                }
+            }
+            let _ = conn.sink.close().await;
+        })
+        .await;
+    }
+
+    /// Handles the first frame: it must be a valid `subscribe`.
+    async fn start(&mut self, text: &str) -> Result<(), Close> {
+        let frame = match serde_json::from_str::<ClientFrame>(text) {
+            Ok(ClientFrame::Subscribe {
+                usertoken,
+                subscriptions,
+                cursor,
+            }) => (usertoken, subscriptions, cursor),
+            Ok(_) => {
+                return self
+                    .refuse(Error::bad_request(
+                        "invalid_request",
+                        "the first frame must be `subscribe`",
+                    ))
+                    .await
+            }
+            Err(e) => {
+                return self
+                    .refuse(Error::bad_request(
+                        "invalid_request",
+                        format!("bad subscribe frame: {e}"),
+                    ))
+                    .await
+            }
+        };
+        let (usertoken, subscriptions, cursor) = frame;
+        let Some(usertoken) = usertoken else {
+            return self
+                .refuse(Error::unauthorized(
+                    "unauthorized",
+                    "the subscribe frame needs `usertoken`",
+                ))
+                .await;
+        };
+        let user = match self.rt.verify_user_token(&usertoken) {
+            Ok(u) => u,
+            Err(e) => return self.refuse(e).await,
+        };
+        let hashes = match authorize(&self.rt, user, &subscriptions) {
+            Ok(h) => h,
+            Err(e) => return self.refuse(e).await,
+        };
+        self.user = user;
+        self.listen(hashes);
+        let hub = self.rt.hub();
+        self.cursor = cursor.unwrap_or_else(|| hub.head());
+        let batch = hub
+            .fetch(
+                &self.hashes,
+                &self.cursor,
+                self.rt.config().limits.poll_events,
+            )
+            .await;
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => return self.refuse(e).await,
+        };
+        let kind = if batch.recovered {
+            "recovered"
+        } else {
+            "not_recovered"
+        };
+        let head = json!({"type": kind, "cursor": if batch.recovered { self.cursor.clone() } else { batch.cursor.clone() }});
+        self.write(vec![Message::Text(head.to_string().into())])
+            .await?;
+        self.deliver(batch).await?;
+        self.pump().await
+    }
+
+    /// Sends an error frame, then closes: 4001 for credentials, 4002 for the rest.
+    async fn refuse(&mut self, e: Error) -> Result<(), Close> {
+        let code = match e.status().as_u16() {
+            401 | 403 => CLOSE_CREDENTIAL_REFUSED,
+            _ => CLOSE_BAD_SUBSCRIBE,
+        };
+        let frame = json!({"type": "error", "error": e.body()["error"]});
+        self.write(vec![Message::Text(frame.to_string().into())])
+            .await?;
+        Err(Close(
+            code,
+            if code == CLOSE_CREDENTIAL_REFUSED {
+                "credential refused"
+            } else {
+                "bad subscribe"
+            },
+        ))
+    }
+
+    fn listen(&mut self, hashes: Vec<ChannelHash>) {
+        // The new guard is registered before the old one is dropped: no moment without one.
+        let guard = self.rt.hub().listen(&hashes, self.wake.clone());
+        self.guard = Some(guard);
+        self.hashes = hashes;
+    }
+
+    async fn serve(
+        &mut self,
+        stream: &mut SplitStream<WebSocket>,
+        cfg: &crate::config::WebSocketConfig,
+    ) -> Result<(), Close> {
+        let cancel = self.rt.shutdown_token().clone();
+        let (reply_tx, mut reply_rx) = mpsc::channel::<String>(cfg.sends_in_flight);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let mut ping = tokio::time::interval(Duration::from_millis(cfg.ping_interval_ms));
+        ping.tick().await;
+        let dead_after = Duration::from_millis(cfg.dead_peer_timeout_ms);
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Close(CLOSE_DRAINING, "server draining")),
+                msg = stream.next() => {
+                    last_heard = Instant::now();
+                    match msg {
+                        None | Some(Ok(Message::Close(_))) => return Ok(()),
+                        Some(Err(e)) => return Err(read_error(&e)),
+                        Some(Ok(Message::Text(text))) => self.on_frame(&text, &reply_tx, &in_flight, cfg.sends_in_flight).await?,
+                        Some(Ok(Message::Binary(_))) => {
+                            self.error_frame(Error::bad_request("invalid_request", "frames are JSON text")).await?;
+                        }
+                        Some(Ok(_)) => {}
+                    }
+                }
+                Some(reply) = reply_rx.recv() => self.write(vec![Message::Text(reply.into())]).await?,
+                _ = self.wake.0.notified() => self.pump().await?,
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > dead_after {
+                        return Err(Close(CLOSE_NO_HEARTBEAT, "no heartbeat"));
+                    }
+                    self.write(vec![Message::Ping(Default::default())]).await?;
+                }
+            }
+        }
+    }
+
+    async fn on_frame(
+        &mut self,
+        text: &str,
+        replies: &mpsc::Sender<String>,
+        in_flight: &Arc<AtomicUsize>,
+        max: usize,
+    ) -> Result<(), Close> {
+        let frame = match serde_json::from_str::<ClientFrame>(text) {
+            Ok(f) => f,
+            Err(e) => {
+                return self
+                    .error_frame(Error::bad_request(
+                        "invalid_request",
+                        format!("bad frame: {e}"),
+                    ))
+                    .await
+            }
+        };
+        match frame {
+            ClientFrame::Ping => {
+                self.write(vec![Message::Text(Utf8Bytes::from_static(
+                    r#"{"type":"pong"}"#,
+                ))])
+                .await
+            }
+            ClientFrame::Subscribe {
+                usertoken,
+                subscriptions,
+                ..
+            } => {
+                if let Some(t) = usertoken {
+                    match self.rt.verify_user_token(&t) {
+                        Ok(u) if u == self.user => {}
+                        Ok(_) => {
+                            return self
+                                .refuse(Error::forbidden(
+                                    "token_invalid",
+                                    "a connection serves one user",
+                                ))
+                                .await
+                        }
+                        Err(e) => return self.refuse(e).await,
+                    }
+                }
+                let added = match authorize(&self.rt, self.user, &subscriptions) {
+                    Ok(h) => h,
+                    Err(e) => return self.refuse(e).await,
+                };
+                let mut all = self.hashes.clone();
+                all.extend(added);
+                all.sort();
+                all.dedup();
+                if all.len() > self.rt.config().limits.subscriptions {
+                    return self
+                        .error_frame(Error::bad_request(
+                            "too_many_subscriptions",
+                            "too many subscriptions on one connection",
+                        ))
+                        .await;
+                }
+                self.listen(all);
+                Ok(())
+            }
+            ClientFrame::Send {
+                id,
+                component,
+                payload,
+            } => {
+                if !(id.is_string() || id.is_number()) {
+                    return self
+                        .error_frame(Error::bad_request(
+                            "invalid_request",
+                            "a send's `id` is a string or a number",
+                        ))
+                        .await;
+                }
+                if in_flight.load(Ordering::Acquire) >= max {
+                    let e = Error::bad_request(
+                        "too_many_sends",
+                        format!("at most {max} sends may wait for answers"),
+                    );
+                    return self
+                        .write(vec![Message::Text(reply_frame(&id, Err(e)).into())])
+                        .await;
+                }
+                in_flight.fetch_add(1, Ordering::AcqRel);
+                let (rt, user, replies, in_flight) = (
+                    self.rt.clone(),
+                    self.user,
+                    replies.clone(),
+                    in_flight.clone(),
+                );
+                self.rt.tracker().spawn(async move {
+                    let answer = match serde_json::value::to_raw_value(&payload) {
+                        Ok(raw) => rt.send_to_server(user, &component, &raw).await,
+                        Err(e) => Err(Error::Internal(format!("re-serialising a payload: {e}"))),
+                    };
+                    in_flight.fetch_sub(1, Ordering::AcqRel);
+                    let _ = replies.send(reply_frame(&id, answer)).await;
+                });
+                Ok(())
+            }
+        }
+    }
+
+    async fn error_frame(&mut self, e: Error) -> Result<(), Close> {
+        let frame = json!({"type": "error", "error": e.body()["error"]});
+        self.write(vec![Message::Text(frame.to_string().into())])
+            .await
+    }
+
+    /// Writes everything after the cursor, in batches, until caught up.
+    async fn pump(&mut self) -> Result<(), Close> {
+        let limit = self.rt.config().limits.poll_events;
+        loop {
+            let batch = match self.rt.hub().fetch(&self.hashes, &self.cursor, limit).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "websocket fetch failed; the client will resume");
+                    return Err(Close(CLOSE_DRAINING, "engine unavailable"));
+                }
+            };
+            if !batch.recovered {
+                let frame = json!({"type": "not_recovered", "cursor": batch.cursor});
+                self.cursor = batch.cursor;
+                return self
+                    .write(vec![Message::Text(frame.to_string().into())])
+                    .await;
+            }
+            let full = batch.events.len() == limit;
+            self.deliver(batch).await?;
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn deliver(&mut self, batch: crate::hub::Batch) -> Result<(), Close> {
+        let epoch = self.rt.hub().epoch().clone();
+        let frames: Vec<Message> = batch
+            .events
+            .iter()
+            .map(|e| Message::Text(e.ws_frame(&epoch)))
+            .collect();
+        self.write(frames).await?;
+        self.cursor = batch.cursor;
+        Ok(())
+    }
+
+    /// Writes frames and flushes once; a client that does not take them within the write
+    /// timeout is a slow consumer.
+    async fn write(&mut self, frames: Vec<Message>) -> Result<(), Close> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let sink = &mut self.sink;
+        let written = timeout(self.write_timeout, async move {
+            for f in frames {
+                sink.feed(f).await?;
+            }
+            sink.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Close(1000, "gone")),
+            Err(_) => Err(Close(CLOSE_SLOW_CONSUMER, "slow consumer")),
+        }
+    }
+}
+
+fn reply_frame(id: &Value, answer: Result<Box<serde_json::value::RawValue>>) -> String {
+    match answer {
+        Ok(response) => json!({"type": "reply", "id": id, "response": response}).to_string(),
+        Err(e) => json!({"type": "reply", "id": id, "error": e.body()["error"]}).to_string(),
+    }
+}
+
+fn read_error(e: &axum::Error) -> Close {
+    let text = e.to_string();
+    // tungstenite reports a frame or message over the limit as a capacity error.
+    if text.contains("Space limit exceeded") {
+        Close(CLOSE_TOO_BIG, "frame too large")
+    } else {
+        Close(1000, "read error")
+    }
+}
+
+/// The first text frame, or `None` when the client went away.
+async fn next_text(stream: &mut SplitStream<WebSocket>) -> Result<Option<String>, Close> {
+    loop {
+        match stream.next().await {
+            None | Some(Ok(Message::Close(_))) => return Ok(None),
+            Some(Err(e)) => return Err(read_error(&e)),
+            Some(Ok(Message::Text(t))) => return Ok(Some(t.to_string())),
+            Some(Ok(Message::Binary(_))) => {
+                return Err(Close(CLOSE_BAD_SUBSCRIBE, "frames are JSON text"))
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+}
