@@ -11,23 +11,11 @@ use serde_json::value::RawValue;
 
 use crate::channel::Channel;
 use crate::error::{Error, Result};
-use crate::extract::{bearer, JsonBody};
+use crate::extract::{ApiKey, JsonBody};
 use crate::node::{PageConfig, Subscription};
 use crate::token::UserId;
 use crate::transport::send::null;
 use crate::Realtime;
-
-fn require_api_key(rt: &Realtime, headers: &HeaderMap) -> Result<()> {
-    let key = bearer(headers)?;
-    if rt.check_api_key(key) {
-        Ok(())
-    } else {
-        Err(Error::unauthorized(
-            "invalid_api_key",
-            "the API key is not valid",
-        ))
-    }
-}
 
 /// The body of `POST /api/subscribe`.
 #[derive(Debug, Deserialize)]
@@ -41,11 +29,10 @@ pub struct SubscribeRequest {
 
 /// `POST /api/subscribe`: one subscription for one user.
 pub async fn subscribe(
+    _: ApiKey,
     State(rt): State<Realtime>,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<SubscribeRequest>,
 ) -> Result<Json<Subscription>> {
-    require_api_key(&rt, &headers)?;
     Ok(Json(rt.subscribe(&req.channel, req.user).await?))
 }
 
@@ -61,11 +48,11 @@ pub struct PageRequest {
 
 /// `POST /api/page`: the config object the page hands to the client's `init`.
 pub async fn page(
+    _: ApiKey,
     State(rt): State<Realtime>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<PageRequest>,
 ) -> Result<Json<PageConfig>> {
-    require_api_key(&rt, &headers)?;
     let max = rt.config().limits.subscriptions;
     if req.channels.len() > max {
         return Err(Error::bad_request(
@@ -126,11 +113,10 @@ pub struct NotifyRequest {
 
 /// `POST /api/notify`: answers `{id}` (or `{ids}` for a batch) once the events are durable.
 pub async fn notify(
+    _: ApiKey,
     State(rt): State<Realtime>,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<NotifyRequest>,
 ) -> Result<Json<serde_json::Value>> {
-    require_api_key(&rt, &headers)?;
     match (req.channel, req.events) {
         (Some(channel), None) => {
             let ids = rt
@@ -163,11 +149,7 @@ pub async fn notify(
 }
 
 /// `GET /api/status`: what this node is and how it is doing.
-pub async fn status(
-    State(rt): State<Realtime>,
-    headers: HeaderMap,
-) -> Result<Json<serde_json::Value>> {
-    require_api_key(&rt, &headers)?;
+pub async fn status(_: ApiKey, State(rt): State<Realtime>) -> Result<Json<serde_json::Value>> {
     let hub = rt.hub();
     let pos = rt.engine().position().await;
     Ok(Json(json!({

@@ -62,3 +62,41 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, Error> {
             )
         })
 }
+
+/// The user of a request, from its `Authorization: Bearer <usertoken>`. Extracted before the
+/// body, so a request without a valid credential is refused (401/403) whatever its body.
+#[derive(Debug, Clone, Copy)]
+pub struct User(pub crate::token::UserId);
+
+impl axum::extract::FromRequestParts<crate::Realtime> for User {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        rt: &crate::Realtime,
+    ) -> Result<Self, Self::Rejection> {
+        rt.verify_user_token(bearer(&parts.headers)?).map(User)
+    }
+}
+
+/// Proof that a request carries one of the API keys (`Authorization: Bearer <api key>`).
+#[derive(Debug, Clone, Copy)]
+pub struct ApiKey;
+
+impl axum::extract::FromRequestParts<crate::Realtime> for ApiKey {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        rt: &crate::Realtime,
+    ) -> Result<Self, Self::Rejection> {
+        if rt.check_api_key(bearer(&parts.headers)?) {
+            Ok(ApiKey)
+        } else {
+            Err(Error::unauthorized(
+                "invalid_api_key",
+                "the API key is not valid",
+            ))
+        }
+    }
+}

@@ -91,6 +91,12 @@ async fn forged_or_misused_credentials_are_refused_on_poll() {
         .await;
     assert_eq!(st, 403);
 
+    // Credentials are checked before the body: no token and a bad body is still a 401.
+    let (st, body) = s.post("/poll", None, "{}".into()).await;
+    assert_eq!((st, code(&body)), (401, "unauthorized"));
+    let (st, body) = s.post("/send", None, "not json".into()).await;
+    assert_eq!((st, code(&body)), (401, "unauthorized"));
+
     // Bad shapes.
     let (st, body) = s
         .post("/poll", Some(ut), poll_body(json!([]), cursor))
@@ -130,6 +136,12 @@ async fn the_api_needs_its_key_and_refused_notifies_store_nothing() {
     assert_eq!((st, code(&body)), (401, "unauthorized"));
     let (st, body) = s.post("/api/notify", Some("wrong-key"), ok.clone()).await;
     assert_eq!((st, code(&body)), (401, "invalid_api_key"));
+    let (st, body) = s.post("/api/notify", None, "{".into()).await;
+    assert_eq!(
+        (st, code(&body)),
+        (401, "unauthorized"),
+        "the key is checked before the body"
+    );
     let (st, body) = s
         .post("/api/notify", Some(API_KEY), "{\"channel\": ".into())
         .await;

@@ -7,14 +7,14 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{authorize, batch_json, SubscriptionRef};
 use crate::error::Result;
 use crate::event::Cursor;
-use crate::extract::{bearer, JsonBody};
+use crate::extract::{JsonBody, User};
 use crate::Realtime;
 
 /// The body of `POST /poll`.
@@ -30,11 +30,10 @@ pub struct PollRequest {
 
 /// `POST /poll`, with `Authorization: Bearer <usertoken>`.
 pub async fn poll(
+    User(user): User,
     State(rt): State<Realtime>,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<PollRequest>,
 ) -> Result<Response> {
-    let user = rt.verify_user_token(bearer(&headers)?)?;
     let hashes = authorize(&rt, user, &req.subscriptions)?;
     let hub = rt.hub();
     let cursor = req.cursor.unwrap_or_else(|| hub.head());

@@ -2,13 +2,12 @@
 //! WebSocket carries the same message as a `send` frame when it is open.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::Result;
-use crate::extract::{bearer, JsonBody};
+use crate::extract::{JsonBody, User};
 use crate::Realtime;
 
 /// The body of `POST /send`.
@@ -31,11 +30,10 @@ pub struct SendResponse {
 
 /// `POST /send`, with `Authorization: Bearer <usertoken>`.
 pub async fn send(
+    User(user): User,
     State(rt): State<Realtime>,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<SendRequest>,
 ) -> Result<Json<SendResponse>> {
-    let user = rt.verify_user_token(bearer(&headers)?)?;
     let payload = req.payload.unwrap_or_else(null);
     let response = rt.send_to_server(user, &req.component, &payload).await?;
     Ok(Json(SendResponse { response }))
