@@ -355,3 +355,65 @@ async fn a_silent_peer_is_closed_with_4009_and_draining_closes_with_1012() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_moves_ws_to_sse_to_poll_through_1000_events() {
+    let s = TestServer::start(config(|c| c.hub.cache_events = 300)).await;
+    let ch = channel("mod_a", "x", 0);
+    let page = s.page(1, json!([ch])).await;
+    let producer = {
+        let (url, ch) = (s.url.clone(), ch.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for b in 0..100 {
+                let items: Vec<Value> = (0..10)
+                    .map(|i| json!({"channel": ch, "payload": b * 10 + i}))
+                    .collect();
+                let res = http
+                    .post(format!("{url}/api/notify"))
+                    .bearer_auth(common::API_KEY)
+                    .json(&json!({"events": items}))
+                    .send()
+                    .await
+                    .expect("notify");
+                assert_eq!(res.status(), 200);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let mut payloads = Vec::new();
+
+    let mut sock = ws::connect(&s.url).await;
+    ws::send(&mut sock, ws::subscribe_frame(&page, &page["cursor"])).await;
+    assert_eq!(ws::frame(&mut sock).await["type"], "recovered");
+    let (events, cursor) = ws::events(&mut sock, 300).await;
+    payloads.extend(events.iter().map(|e| e["payload"].as_i64().expect("n")));
+    drop(sock);
+
+    let mut stream = sse::open(&s.url, &sse::query(&page, Some(&cursor)), None).await;
+    let (events, last_id) = stream.events(300).await;
+    payloads.extend(events.iter().map(|e| e["payload"].as_i64().expect("n")));
+    drop(stream);
+
+    let mut cursor = json!(last_id);
+    while payloads.len() < 1000 {
+        let (status, body) = s.poll(&page, &cursor).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["recovered"], true);
+        payloads.extend(
+            body["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .map(|e| e["payload"].as_i64().expect("n")),
+        );
+        cursor = body["cursor"].clone();
+    }
+    producer.await.expect("producer");
+    assert_eq!(
+        payloads,
+        (0..1000).collect::<Vec<_>>(),
+        "all 1,000, once each, in order"
+    );
+    s.stop().await;
+}
