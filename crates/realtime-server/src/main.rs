@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod cli;
 mod datadir;
+mod demo;
 mod serve;
 mod settings;
 

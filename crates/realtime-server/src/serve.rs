@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::cli::{open_engine, setup};
 use crate::settings::Env;
-use crate::{datadir, ServeArgs};
+use crate::{datadir, demo, ServeArgs};
 
 pub(crate) async fn main(args: ServeArgs, env: Env) -> Result<(), String> {
     let filter = env
@@ -48,20 +48,25 @@ pub(crate) async fn main(args: ServeArgs, env: Env) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("reading the bound address: {e}"))?;
     tracing::info!(%addr, engine = engine_name, "realtime started");
+    let mut app = rt.router();
+    if demo::enabled(&rt.config().server.demo, &addr) {
+        app = app.merge(demo::router(&rt));
+        eprintln!("realtime: the demo page is at http://{addr}/demo");
+    }
     println!("listening on http://{addr}");
     let _ = std::io::stdout().flush();
-    run(listener, rt, shutdown_signal()).await
+    run(listener, rt, app, shutdown_signal()).await
 }
 
 /// Serves `rt` on `listener` until `shutdown` completes, then drains.
 pub(crate) async fn run(
     listener: TcpListener,
     rt: Realtime,
+    app: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let cancel = rt.shutdown_token().clone();
     let drain = Duration::from_millis(rt.config().server.drain_timeout_ms);
-    let app = rt.router();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down");

@@ -50,6 +50,9 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// How long shutdown waits for open requests and tasks, in milliseconds.
     pub drain_timeout_ms: u64,
+    /// The demo page at `/demo` (the original's test page): `auto` serves it when listening on
+    /// a loopback address only, `on` always, `off` never.
+    pub demo: String,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +63,7 @@ impl Default for ServerConfig {
             public_url: String::new(),
             allowed_origins: vec!["*".into()],
             drain_timeout_ms: 5_000,
+            demo: "auto".into(),
         }
     }
 }
@@ -291,6 +295,12 @@ impl Config {
     /// # Errors
     /// A message naming the setting and what is wrong with it.
     pub fn validate(&self) -> Result<(), String> {
+        if !["auto", "on", "off"].contains(&self.server.demo.as_str()) {
+            return Err(format!(
+                "server.demo must be auto, on or off, not {:?}",
+                self.server.demo
+            ));
+        }
         let e = &self.engine;
         if e.check_interval_ms < 200 {
             return Err("engine.check_interval_ms must be at least 200".into());

@@ -46,13 +46,22 @@ async fn not_found() -> Error {
 
 pub(crate) fn router(rt: Realtime) -> Router {
     let limit = rt.config().limits.request_bytes;
-    let client = Router::new()
-        .route("/poll", post(transport::poll::poll))
+    // Only enabled transports are mounted: a disabled one answers 404, as a proxy that blocks
+    // it would, and clients fall back.
+    let enabled = |t: &str| rt.config().transports.enabled.iter().any(|e| e == t);
+    let mut client = Router::new()
         .route("/send", post(transport::send::send))
-        .route("/ws", get(transport::ws::upgrade))
-        .route("/sse", get(transport::sse::sse))
-        .route("/realtime.js", get(realtime_js))
-        .layer(cors(&rt.config().server.allowed_origins));
+        .route("/realtime.js", get(realtime_js));
+    if enabled("poll") {
+        client = client.route("/poll", post(transport::poll::poll));
+    }
+    if enabled("websocket") {
+        client = client.route("/ws", get(transport::ws::upgrade));
+    }
+    if enabled("sse") {
+        client = client.route("/sse", get(transport::sse::sse));
+    }
+    let client = client.layer(cors(&rt.config().server.allowed_origins));
     let app_api = Router::new()
         .route("/api/subscribe", post(api::subscribe))
         .route("/api/page", post(api::page))

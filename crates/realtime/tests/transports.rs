@@ -417,3 +417,19 @@ async fn one_client_moves_ws_to_sse_to_poll_through_1000_events() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_disabled_transport_is_not_served_and_not_offered() {
+    let s = TestServer::start(config(|c| {
+        c.transports.enabled = vec!["sse".into(), "poll".into()]
+    }))
+    .await;
+    let page = s.page(1, json!([channel("mod_a", "x", 0)])).await;
+    assert_eq!(page["transports"], json!(["sse", "poll"]));
+    let url = format!("{}/ws", s.url.replacen("http://", "ws://", 1));
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 404),
+        other => panic!("expected a 404 handshake, got {:?}", other.map(|_| ())),
+    }
+    s.stop().await;
+}
