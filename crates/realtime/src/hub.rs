@@ -97,6 +97,8 @@ impl CachedEvent {
 pub trait Listener: Send + Sync {
     /// An event for one of the listener's channels has arrived.
     fn on_event(&self, event: &Arc<CachedEvent>);
+    /// The engine's store changed: every cursor of the old epoch is void.
+    fn on_reset(&self) {}
 }
 
 /// A listener that wakes one waiting task (a long-poll request).
@@ -105,6 +107,10 @@ pub struct Wake(pub Notify);
 
 impl Listener for Wake {
     fn on_event(&self, _event: &Arc<CachedEvent>) {
+        self.0.notify_one();
+    }
+
+    fn on_reset(&self) {
         self.0.notify_one();
     }
 }
@@ -122,11 +128,13 @@ pub struct Batch {
     pub recovered: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     cache: VecDeque<Arc<CachedEvent>>,
     /// Every event with `cache_floor < id <= head` is in `cache`.
     cache_floor: EventId,
+    /// The store's incarnation; it changes when the engine's store is replaced or lost.
+    epoch: Epoch,
     /// The newest id the hub has taken from the engine.
     head: EventId,
     /// The engine's floor, as last read.
@@ -138,7 +146,6 @@ type ListenerMap = HashMap<ChannelHash, Vec<(u64, Arc<dyn Listener>)>>;
 /// This node's subscribers and its view of the engine. Shared as `Arc<Hub>`.
 pub struct Hub {
     engine: Arc<dyn Engine>,
-    epoch: Epoch,
     capacity: usize,
     state: RwLock<State>,
     listeners: Mutex<ListenerMap>,
@@ -150,7 +157,7 @@ impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
             .field("engine", &self.engine.name())
-            .field("epoch", &self.epoch)
+            .field("epoch", &self.epoch())
             .finish()
     }
 }
@@ -185,9 +192,9 @@ impl Hub {
         let pos = engine.position().await?;
         Ok(Arc::new(Hub {
             engine,
-            epoch: pos.epoch,
             capacity: capacity.max(1),
             state: RwLock::new(State {
+                epoch: pos.epoch,
                 cache: VecDeque::new(),
                 cache_floor: pos.head,
                 head: pos.head,
@@ -204,15 +211,16 @@ impl Hub {
     }
 
     /// The engine's epoch.
-    pub fn epoch(&self) -> &Epoch {
-        &self.epoch
+    pub fn epoch(&self) -> Epoch {
+        self.read_state().epoch.clone()
     }
 
     /// The cursor of the newest event this node has seen.
     pub fn head(&self) -> Cursor {
+        let st = self.read_state();
         Cursor {
-            epoch: self.epoch.clone(),
-            id: self.read_state().head,
+            epoch: st.epoch.clone(),
+            id: st.head,
         }
     }
 
@@ -266,11 +274,11 @@ impl Hub {
                 _ = tokio::time::sleep(interval) => {
                     match self.engine.position().await {
                         Ok(pos) => {
-                            if pos.epoch != self.epoch {
-                                tracing::error!(old = %self.epoch.0, new = %pos.epoch.0, "the engine's epoch changed under this node; restart it");
-                                failed = true;
+                            if pos.epoch != self.epoch() {
+                                self.reset(pos);
+                            } else {
+                                self.raise_floor(pos.floor);
                             }
-                            self.raise_floor(pos.floor);
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "engine position failed");
@@ -282,6 +290,29 @@ impl Hub {
             }
             if failed {
                 self.healthy.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The engine's store was replaced or lost (a Redis restart without persistence, a new
+    /// database): start over at its position and wake every listener, so that each client is
+    /// told `recovered: false` and continues in the new epoch.
+    fn reset(&self, pos: crate::engine::Position) {
+        {
+            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            tracing::warn!(old = %st.epoch.0, new = %pos.epoch.0, "the engine's store changed; clients will resume with recovered:false");
+            *st = State {
+                cache: VecDeque::new(),
+                cache_floor: pos.head,
+                head: pos.head,
+                floor: pos.floor,
+                epoch: pos.epoch,
+            };
+        }
+        let map = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        for ls in map.values() {
+            for (_, l) in ls {
+                l.on_reset();
             }
         }
     }
@@ -351,11 +382,12 @@ impl Hub {
     fn cached_after(
         &self,
         hashes: &HashSet<&ChannelHash>,
-        after: EventId,
+        cursor: &Cursor,
         limit: usize,
     ) -> Option<(Vec<Arc<CachedEvent>>, EventId)> {
         let st = self.read_state();
-        if after < st.cache_floor {
+        let after = cursor.id;
+        if after < st.cache_floor || cursor.epoch != st.epoch {
             return None;
         }
         let start = st.cache.partition_point(|e| e.id <= after);
@@ -385,15 +417,15 @@ impl Hub {
         cursor: &Cursor,
         limit: usize,
     ) -> Result<Batch> {
-        if cursor.epoch != self.epoch {
+        if cursor.epoch != self.epoch() {
             return Ok(self.not_recovered());
         }
         let set: HashSet<&ChannelHash> = hashes.iter().collect();
-        if let Some((events, checked)) = self.cached_after(&set, cursor.id, limit) {
+        if let Some((events, checked)) = self.cached_after(&set, cursor, limit) {
             return Ok(Batch {
                 events,
                 cursor: Cursor {
-                    epoch: self.epoch.clone(),
+                    epoch: cursor.epoch.clone(),
                     id: checked,
                 },
                 recovered: true,
@@ -404,7 +436,7 @@ impl Hub {
         let head_before = self.read_state().head;
         let events = self.engine.read(cursor.id, Some(hashes), limit).await?;
         let pos = self.engine.position().await?;
-        if pos.epoch != self.epoch || cursor.id < pos.floor {
+        if pos.epoch != cursor.epoch || cursor.id < pos.floor {
             return Ok(self.not_recovered());
         }
         let last = events.last().map(|e| e.id);
@@ -419,7 +451,7 @@ impl Hub {
         Ok(Batch {
             events,
             cursor: Cursor {
-                epoch: self.epoch.clone(),
+                epoch: cursor.epoch.clone(),
                 id: checked,
             },
             recovered: true,

@@ -177,7 +177,7 @@ impl Stream {
                 )));
             }
             if !batch.events.is_empty() {
-                let epoch = self.rt.hub().epoch().clone();
+                let epoch = batch.cursor.epoch.clone();
                 let mut out = Vec::new();
                 for e in &batch.events {
                     out.extend_from_slice(&e.sse_frame(&epoch));

@@ -434,7 +434,7 @@ impl Connection {
     }
 
     async fn deliver(&mut self, batch: crate::hub::Batch) -> Result<(), Close> {
-        let epoch = self.rt.hub().epoch().clone();
+        let epoch = batch.cursor.epoch.clone();
         let frames: Vec<Message> = batch
             .events
             .iter()
