@@ -52,11 +52,17 @@ pub(crate) async fn open_engine(setup: &Setup) -> Result<Arc<dyn Engine>, String
         }
         return open_sqlite(PathBuf::from(path)).await;
     }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let engine = realtime_postgres::PostgresEngine::connect(url)
+            .await
+            .map_err(|e| format!("engine {}: {e}", redact(url)))?;
+        return Ok(Arc::new(engine));
+    }
     if url == "memory://" || url == "memory:" {
         return Ok(Arc::new(MemoryEngine::new()));
     }
     let scheme = url.split("://").next().unwrap_or(url);
-    Err(format!("engine url {url:?}: the {scheme:?} engine is not available in this build (sqlite://PATH, memory://)"))
+    Err(format!("engine url {url:?}: the {scheme:?} engine is not available in this build (sqlite://PATH, postgres://…, memory://)"))
 }
 
 async fn open_sqlite(path: PathBuf) -> Result<Arc<dyn Engine>, String> {
@@ -112,4 +118,16 @@ pub(crate) async fn notify(args: NotifyArgs, env: Env) -> Result<(), String> {
         println!("{}", id.0);
     }
     Ok(())
+}
+
+/// An engine URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
 }

@@ -3,6 +3,9 @@
 //! Give [`engine_conformance`] a factory that makes a fresh, empty engine; it panics with a
 //! message naming the broken rule of the engine contract (see [`crate::engine`]).
 
+pub mod sse;
+pub mod ws;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
