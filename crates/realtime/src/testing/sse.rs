@@ -79,8 +79,7 @@ impl Stream {
                 }
                 continue;
             }
-            match tokio::time::timeout(std::time::Duration::from_secs(10), self.inner.next())
-                .await
+            match tokio::time::timeout(std::time::Duration::from_secs(10), self.inner.next()).await
             {
                 Ok(Some(Ok(chunk))) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
                 _ => return None,

@@ -7,9 +7,8 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-pub type Socket = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn connect(base: &str) -> Socket {
     let url = format!("{}/ws", base.replacen("http://", "ws://", 1));
@@ -51,9 +50,7 @@ pub async fn next(ws: &mut Socket, wait: Duration) -> Next {
             Ok(Some(Ok(Message::Text(t)))) => {
                 return Next::Frame(serde_json::from_str(&t).expect("JSON frame"))
             }
-            Ok(Some(Ok(Message::Close(c)))) => {
-                return Next::Closed(c.map(|c| u16::from(c.code)))
-            }
+            Ok(Some(Ok(Message::Close(c)))) => return Next::Closed(c.map(|c| u16::from(c.code))),
             Ok(Some(Ok(_))) => continue,
         }
     }
