@@ -58,11 +58,17 @@ pub(crate) async fn open_engine(setup: &Setup) -> Result<Arc<dyn Engine>, String
             .map_err(|e| format!("engine {}: {e}", redact(url)))?;
         return Ok(Arc::new(engine));
     }
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        let engine = realtime_redis::RedisEngine::connect(url)
+            .await
+            .map_err(|e| format!("engine {}: {e}", redact(url)))?;
+        return Ok(Arc::new(engine));
+    }
     if url == "memory://" || url == "memory:" {
         return Ok(Arc::new(MemoryEngine::new()));
     }
     let scheme = url.split("://").next().unwrap_or(url);
-    Err(format!("engine url {url:?}: the {scheme:?} engine is not available in this build (sqlite://PATH, postgres://…, memory://)"))
+    Err(format!("engine url {url:?}: the {scheme:?} engine is not available in this build (sqlite://PATH, postgres://…, redis://…, memory://)"))
 }
 
 async fn open_sqlite(path: PathBuf) -> Result<Arc<dyn Engine>, String> {

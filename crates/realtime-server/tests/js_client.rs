@@ -8,7 +8,12 @@ use std::process::Command;
 fn browser_client_tests_pass_under_node() {
     let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/js");
     let out = Command::new("node")
-        .args(["--test", "--test-reporter=spec", "test/"])
+        .args([
+            "--experimental-websocket",
+            "--test",
+            "--test-reporter=spec",
+            "test/",
+        ])
         .current_dir(&js)
         .env("REALTIME_BIN", env!("CARGO_BIN_EXE_realtime"))
         .output()

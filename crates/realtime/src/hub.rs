@@ -135,6 +135,9 @@ struct State {
     cache_floor: EventId,
     /// The store's incarnation; it changes when the engine's store is replaced or lost.
     epoch: Epoch,
+    /// The epoch before the last change, and where its clients continue in the new one: the
+    /// start of the new store, so that events appended since the change are not skipped.
+    previous: Option<(Epoch, EventId)>,
     /// The newest id the hub has taken from the engine.
     head: EventId,
     /// The engine's floor, as last read.
@@ -199,6 +202,7 @@ impl Hub {
                 cache_floor: pos.head,
                 head: pos.head,
                 floor: pos.floor,
+                previous: None,
             }),
             listeners: Mutex::new(HashMap::new()),
             next_listener: AtomicU64::new(1),
@@ -266,30 +270,29 @@ impl Hub {
     /// at least every `interval`, and refreshes the floor.
     pub async fn run_tail(self: Arc<Self>, interval: Duration, cancel: CancellationToken) {
         let changes = self.engine.changes();
+        let mut checked = tokio::time::Instant::now();
         loop {
-            let ok = self.catch_up().await;
-            let mut failed = !ok;
-            tokio::select! {
-                _ = changes.notified() => {}
-                _ = tokio::time::sleep(interval) => {
-                    match self.engine.position().await {
-                        Ok(pos) => {
-                            if pos.epoch != self.epoch() {
-                                self.reset(pos);
-                            } else {
-                                self.raise_floor(pos.floor);
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "engine position failed");
-                            failed = true;
-                        }
+            let mut failed = !self.catch_up().await;
+            // The position (epoch, floor) is checked once per interval however often the
+            // change signal fires, so a busy engine cannot starve the check.
+            if checked.elapsed() >= interval {
+                checked = tokio::time::Instant::now();
+                match self.engine.position().await {
+                    Ok(pos) if pos.epoch != self.epoch() => self.reset(pos),
+                    Ok(pos) => self.raise_floor(pos.floor),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "engine position failed");
+                        failed = true;
                     }
                 }
-                _ = cancel.cancelled() => return,
             }
             if failed {
                 self.healthy.store(false, Ordering::Relaxed);
+            }
+            tokio::select! {
+                _ = changes.notified() => {}
+                _ = tokio::time::sleep_until(checked + interval) => {}
+                _ = cancel.cancelled() => return,
             }
         }
     }
@@ -301,12 +304,14 @@ impl Hub {
         {
             let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
             tracing::warn!(old = %st.epoch.0, new = %pos.epoch.0, "the engine's store changed; clients will resume with recovered:false");
+            let previous = Some((st.epoch.clone(), pos.floor));
             *st = State {
                 cache: VecDeque::new(),
                 cache_floor: pos.head,
                 head: pos.head,
                 floor: pos.floor,
                 epoch: pos.epoch,
+                previous,
             };
         }
         let map = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
@@ -418,7 +423,7 @@ impl Hub {
         limit: usize,
     ) -> Result<Batch> {
         if cursor.epoch != self.epoch() {
-            return Ok(self.not_recovered());
+            return Ok(self.not_recovered(cursor));
         }
         let set: HashSet<&ChannelHash> = hashes.iter().collect();
         if let Some((events, checked)) = self.cached_after(&set, cursor, limit) {
@@ -437,7 +442,7 @@ impl Hub {
         let events = self.engine.read(cursor.id, Some(hashes), limit).await?;
         let pos = self.engine.position().await?;
         if pos.epoch != cursor.epoch || cursor.id < pos.floor {
-            return Ok(self.not_recovered());
+            return Ok(self.not_recovered(cursor));
         }
         let last = events.last().map(|e| e.id);
         let checked = match last {
@@ -458,10 +463,21 @@ impl Hub {
         })
     }
 
-    fn not_recovered(&self) -> Batch {
+    /// The answer for a cursor that cannot be resumed: continue from the head now or, for a
+    /// cursor of the epoch just replaced, from the start of the new store (so that a client
+    /// connected across an engine restart misses nothing appended after it).
+    fn not_recovered(&self, cursor: &Cursor) -> Batch {
+        let st = self.read_state();
+        let id = match &st.previous {
+            Some((old, start)) if *old == cursor.epoch => *start,
+            _ => st.head,
+        };
         Batch {
             events: Vec::new(),
-            cursor: self.head(),
+            cursor: Cursor {
+                epoch: st.epoch.clone(),
+                id,
+            },
             recovered: false,
         }
     }

@@ -20,8 +20,11 @@ impl Server {
         cmd.arg("serve")
             .args(args)
             .current_dir(cwd)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stdout(Stdio::piped());
+        // REALTIME_TEST_LOG=1 shows the servers' logs (with RUST_LOG) while debugging a test.
+        if std::env::var_os("REALTIME_TEST_LOG").is_none() {
+            cmd.stderr(Stdio::null());
+        }
         cmd.env_remove("REALTIME_API_KEY")
             .env_remove("REALTIME_SECRET");
         for (k, v) in env {
@@ -172,5 +175,68 @@ impl PrivatePostgres {
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
         let _ = self.ctl(&["-w", "-m", "immediate", "stop"]);
+    }
+}
+
+/// A Redis server of a test's own, without persistence (as the machine's), on a free port, so
+/// that the test can kill and restart it without disturbing other tests.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let mut r = PrivateRedis { port, child: None };
+        r.up();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts redis-server (empty: nothing persists) and waits until it answers.
+    pub fn up(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills it (SIGKILL): everything it held is gone.
+    pub fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.down();
     }
 }

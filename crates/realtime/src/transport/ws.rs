@@ -138,7 +138,12 @@ impl Connection {
             },
         };
         let Close(code, reason) = match outcome {
-            Ok(()) => return,
+            Ok(()) => {
+                // The client closed: flush the close reply tungstenite queued, so that the
+                // client sees a clean close.
+                let _ = timeout(Duration::from_secs(1), conn.sink.close()).await;
+                return;
+            }
             Err(close) => close,
         };
         let frame = Message::Close(Some(CloseFrame {
@@ -419,11 +424,13 @@ impl Connection {
                 }
             };
             if !batch.recovered {
+                // Tell the client, then go on from the new cursor: after an engine restart
+                // events may already wait there.
                 let frame = json!({"type": "not_recovered", "cursor": batch.cursor});
                 self.cursor = batch.cursor;
-                return self
-                    .write(vec![Message::Text(frame.to_string().into())])
-                    .await;
+                self.write(vec![Message::Text(frame.to_string().into())])
+                    .await?;
+                continue;
             }
             let full = batch.events.len() == limit;
             self.deliver(batch).await?;

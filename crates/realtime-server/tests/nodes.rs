@@ -1,4 +1,4 @@
-//! Several `realtime serve` nodes over one PostgreSQL database, no sticky sessions: a notify on
+//! Several `realtime serve` nodes over one engine (PostgreSQL, then Redis), no sticky sessions: a notify on
 //! one node reaches WebSocket, SSE and poll clients on the others; polls that hop between nodes
 //! get every event once, in order; sendToServer works through any node; a node killed with
 //! SIGKILL loses no acknowledged event for clients that move to another node.
@@ -97,6 +97,21 @@ fn payloads(events: &[Value]) -> Vec<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_over_one_postgres_database() {
     let db = ScratchDatabase::create().await;
+    three_nodes(&db.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_over_one_redis() {
+    let base = std::env::var("REALTIME_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("rt_test_{}", realtime::secret::random_hex(6));
+    three_nodes(&format!("{base}?prefix={prefix}")).await;
+    realtime_redis::delete_prefix(&base, &prefix)
+        .await
+        .expect("cleanup");
+}
+
+async fn three_nodes(engine: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("realtime.toml");
     std::fs::write(
@@ -105,7 +120,7 @@ async fn three_nodes_over_one_postgres_database() {
     )
     .expect("config");
     let mut nodes: Vec<Server> = (0..3)
-        .map(|n| node(dir.path(), n, &db.url, &config))
+        .map(|n| node(dir.path(), n, engine, &config))
         .collect();
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     let http = reqwest::Client::new();
