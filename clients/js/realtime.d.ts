@@ -8,8 +8,12 @@ export const EVENT: 'tool-realtime-event';
 export const CONNECTION_LOST: 'tool-realtime-connection-lost';
 /** Topic fired when events were missed (the page should reload its state); listeners get a {@link RecoveryFailed}. */
 export const RECOVERY_FAILED: 'tool-realtime-recovery-failed';
+/** Topic fired when the client starts using another transport; listeners get a {@link TransportChanged}. */
+export const TRANSPORT_CHANGED: 'tool-realtime-transport-changed';
 
-export type Topic = typeof EVENT | typeof CONNECTION_LOST | typeof RECOVERY_FAILED;
+export type Topic = typeof EVENT | typeof CONNECTION_LOST | typeof RECOVERY_FAILED | typeof TRANSPORT_CHANGED;
+
+export type TransportName = 'websocket' | 'sse' | 'poll';
 
 /** One subscription of a page, as in the page config. */
 export interface Subscription {
@@ -28,12 +32,15 @@ export interface PageConfig {
     url: string;
     user?: number;
     usertoken: string;
-    /** Opaque; the first poll starts there, so events notified after the page was built are not missed. */
+    /** Opaque; the first connection starts there, so events notified after the page was built are not missed. */
     cursor?: string;
     /** Unix seconds when the user token expires. */
     expires?: number;
     subscriptions: Subscription[];
-    /** Transports the server offers, preferred first. Only `poll` is implemented. Default `['poll']`. */
+    /**
+     * Transports the server offers, preferred first. Default `['websocket', 'sse', 'poll']`.
+     * Unknown names and transports the environment lacks are skipped.
+     */
     transports?: string[];
 }
 
@@ -50,13 +57,29 @@ export interface RealtimeEvent<P = unknown> {
 }
 
 export interface ConnectionLost {
-    /** `credential_refused` (401/403), `rejected` (other 4xx), `retries_exhausted`. */
+    /**
+     * `credential_refused` (401/403, WebSocket close 4001), `rejected` (other 4xx, close 4002),
+     * `retries_exhausted` (the last transport, or the forced one, failed `maxRetries` times in a row).
+     */
     reason: 'credential_refused' | 'rejected' | 'retries_exhausted' | string;
     /** Server error code, e.g. `token_invalid`, or `network_error`. */
     code?: string;
-    /** HTTP status of the (last) failed request, absent when there was no answer. */
+    /** HTTP status of the (last) failed request; absent when there was none (network, WebSocket). */
     status?: number;
     message: string;
+    /** The transport in use when the client gave up. */
+    transport: TransportName;
+}
+
+export interface TransportChanged {
+    transport: TransportName;
+    /** null at start. */
+    previous: TransportName | null;
+    /**
+     * `start`; `fallback` (the previous one failed to open, or dropped `fallbackAfter` + 1 times
+     * in a row); `climb` (back to the best after `climbAfterMs`); `forced` (by `force()`).
+     */
+    reason: 'start' | 'fallback' | 'climb' | 'forced';
 }
 
 export interface RecoveryFailed {
@@ -68,12 +91,38 @@ export interface RecoveryFailed {
 export interface ClientOptions {
     /** Replacement for the global fetch (tests). */
     fetch?: typeof fetch;
+    /** WebSocket constructor; default the global one; `null`: no WebSocket transport. */
+    WebSocket?: { new(url: string): WebSocket } | null;
+    /** EventSource constructor; default the global one; `null`: no SSE transport. */
+    EventSource?: { new(url: string): EventSource } | null;
+    /** Transports to use, preferred first; overrides the page config's `transports`. */
+    transports?: TransportName[];
     /** First backoff cap in ms (default 500); doubles per consecutive failure. */
     backoffBaseMs?: number;
     /** Largest backoff cap in ms (default 20000). */
     backoffMaxMs?: number;
-    /** Consecutive retryable failures after which CONNECTION_LOST fires (default 10). */
+    /**
+     * Consecutive retryable failures of the last transport (or of a forced one) after which
+     * CONNECTION_LOST `retries_exhausted` fires (default 10).
+     */
     maxRetries?: number;
+    /**
+     * A transport that worked and then fails is reopened with backoff this many times (default 3)
+     * before the client falls back to the next one. One that never opened is left at once.
+     */
+    fallbackAfter?: number;
+    /**
+     * After this long (ms, default 300000) on a worse transport that works, the client tries the
+     * best one again, resuming from its cursor (and comes down again at once if it still fails to
+     * open). 0 disables climbing.
+     */
+    climbAfterMs?: number;
+    /** A WebSocket or SSE handshake slower than this (ms, default 10000) counts as failing to open. */
+    openTimeoutMs?: number;
+    /** The WebSocket sends `{"type":"ping"}` this often (ms, default 20000). */
+    pingIntervalMs?: number;
+    /** A WebSocket on which nothing arrived for this long (ms, default 45000) is given up as dead. */
+    deadAfterMs?: number;
     /** Client-side limit for one poll request in ms (default 65000). */
     pollTimeoutMs?: number;
     /**
@@ -87,23 +136,36 @@ export interface ClientOptions {
 }
 
 export interface SendOptions {
-    /** Once a socket transport exists: fail rather than fall back to HTTP. No effect today. */
+    /**
+     * Send only over an open WebSocket: without one, reject with code `no_bidirectional_transport`
+     * instead of using `POST /send`.
+     */
     noFallback?: boolean;
+    /** Aborting rejects with code `aborted` (over WebSocket the handler may still run). */
     signal?: AbortSignal;
 }
 
 /** Error of `sendToServer` (and of transport failures). */
 export class RealtimeError extends Error {
     constructor(message: string, details?: {
-        code?: string; status?: number; reason?: string; retryable?: boolean; retryAfterMs?: number; cause?: unknown;
+        code?: string; status?: number; reason?: string; retryable?: boolean; immediate?: boolean;
+        retryAfterMs?: number; closeCode?: number; cause?: unknown;
     });
-    /** Server error code, or `network_error`, `bad_response`, `aborted`, `not_initialised`, `invalid_argument`, `http_<status>`. */
+    /**
+     * Server error code, or `network_error`, `bad_response`, `aborted`, `not_initialised`,
+     * `invalid_argument`, `http_<status>`, `no_transport`, `no_bidirectional_transport`,
+     * `connection_lost` (a WebSocket send whose reply never came: it may or may not have run).
+     */
     code: string;
-    /** HTTP status; 0 when no answer was received. */
+    /** HTTP status; 0 when there was no HTTP answer (network error, or a reply over WebSocket). */
     status: number;
     reason: string;
     retryable: boolean;
+    /** Reopen at once rather than after a backoff (WebSocket close 1012, 4008). */
+    immediate: boolean;
     retryAfterMs?: number;
+    /** WebSocket close code, for failures of that transport. */
+    closeCode?: number;
 }
 
 export type Unsubscribe = () => void;
@@ -111,19 +173,35 @@ export type Unsubscribe = () => void;
 export interface RealtimeClient {
     /** `idle` (not started), `running`, `stopped` (by stop()), `lost` (gave up; final). */
     readonly state: 'idle' | 'running' | 'stopped' | 'lost';
-    /** The cursor the next poll sends. */
+    /** The cursor the next (re)open sends. */
     readonly cursor: string | null;
-    /** Name of the transport in use (`poll`). */
-    readonly transportName: string;
+    /** The transport in use (or being opened; before start(), the one start() will use). */
+    readonly transport: TransportName;
+    /** The transports this client may use, best first. */
+    readonly transports: TransportName[];
+    /** The transport set by force(), or null. */
+    readonly forced: TransportName | null;
     subscribe<P = unknown>(topic: typeof EVENT, listener: (event: RealtimeEvent<P>) => void): Unsubscribe;
     subscribe(topic: typeof CONNECTION_LOST, listener: (error: ConnectionLost) => void): Unsubscribe;
     subscribe(topic: typeof RECOVERY_FAILED, listener: (info: RecoveryFailed) => void): Unsubscribe;
+    subscribe(topic: typeof TRANSPORT_CHANGED, listener: (change: TransportChanged) => void): Unsubscribe;
     subscribe(topic: string, listener: (data: any) => void): Unsubscribe;
     /** Connect (or resume after stop()). No effect once lost. */
     start(): this;
-    /** Stop: abort the request in flight and any pending retry. */
+    /** Stop: close the transport and cancel any pending retry. */
     stop(): void;
-    /** Resolves with the application's `response`; rejects with a {@link RealtimeError}. */
+    /**
+     * Use only `name` from now on (no fallback, no climbing), resuming from the cursor; `null`
+     * returns to the automatic choice from the best transport. Throws a {@link RealtimeError}
+     * `no_transport` for a name not in `transports`.
+     */
+    force(name: TransportName | null): this;
+    /**
+     * Over the open WebSocket (matched to its reply by id), else `POST /send` (unless
+     * `noFallback`). Resolves with the application's `response`; rejects with a {@link RealtimeError}.
+     * A WebSocket send whose reply has not come when the socket goes rejects with
+     * `connection_lost` and is not resent: sends are not idempotent.
+     */
     sendToServer<R = any>(component: string, payload: unknown, options?: SendOptions): Promise<R>;
 }
 
@@ -136,6 +214,7 @@ export function init(config: PageConfig, options?: ClientOptions): RealtimeClien
 export function subscribe<P = unknown>(topic: typeof EVENT, listener: (event: RealtimeEvent<P>) => void): Unsubscribe;
 export function subscribe(topic: typeof CONNECTION_LOST, listener: (error: ConnectionLost) => void): Unsubscribe;
 export function subscribe(topic: typeof RECOVERY_FAILED, listener: (info: RecoveryFailed) => void): Unsubscribe;
+export function subscribe(topic: typeof TRANSPORT_CHANGED, listener: (change: TransportChanged) => void): Unsubscribe;
 export function subscribe(topic: string, listener: (data: any) => void): Unsubscribe;
 
 /** Through the default client; rejects with code `not_initialised` before init(). */

@@ -1,7 +1,8 @@
 /**
  * realtime.js — client for the realtime server (a re-implementation of
  * Moodle's tool_realtime). Zero dependencies; runs in browsers and Node 20+
- * (needs global `fetch`, `setTimeout` and `AbortController`).
+ * (needs global `fetch`, `setTimeout` and `AbortController`; `WebSocket` and
+ * `EventSource` when those transports are to be used).
  *
  * Usage in a page (the page config comes from the application, which got it
  * from `POST /api/page`):
@@ -10,54 +11,83 @@
  *     Realtime.subscribe(Realtime.EVENT, (event) => { ... });
  *     Realtime.subscribe(Realtime.CONNECTION_LOST, (err) => { ... });
  *     Realtime.subscribe(Realtime.RECOVERY_FAILED, (info) => { ... });
- *     Realtime.init(pageConfig);
+ *     Realtime.subscribe(Realtime.TRANSPORT_CHANGED, ({transport}) => { ... });
+ *     const client = Realtime.init(pageConfig);
  *     const answer = await Realtime.sendToServer('mod_x', {any: 'json'});
+ *     client.force('poll');        // use only that transport; force(null): choose again
  *
  * Several independent clients: `createClient(config, options).start()`.
  *
  * Structure: a `RealtimeClient` owns the listeners, the cursor, the
- * de-duplication of events by id and the retry policy (backoff). A transport
- * (only `poll` for now; WebSocket and SSE can be added to `TRANSPORTS` later)
- * only moves batches: it is opened with a cursor, hands each answer
- * `{events, cursor, recovered}` to `sink.batch`, and on its first failure
- * reports once to `sink.failure` and goes idle until opened again.
+ * de-duplication of events by id and the policy (backoff, fallback from one
+ * transport to the next, climbing back). A transport (`WebSocketTransport`,
+ * `SseTransport`, `PollTransport`) only moves data: it is opened with a
+ * cursor, hands `{events, cursor, recovered?}` to `sink.batch` (the first
+ * batch shows that it works; SSE, whose handshake brings no data, tells
+ * `sink.opened()`), and on its first failure
+ * reports once to `sink.failure` and goes idle until opened again. After
+ * `close()` it calls the sink no more.
  *
- * Failures of a poll: network errors, client-side timeouts, 5xx, 429 and
- * malformed answers are retried with exponential backoff and full jitter;
- * `maxRetries` consecutive ones end in CONNECTION_LOST `retries_exhausted`.
- * 401/403 end it at once (`credential_refused`), any other 4xx too
- * (`rejected`: a client bug). Events are published once each, in ascending
- * id order (high-water mark of delivered ids, reset on `recovered: false`).
+ * Policy, transports tried in the order of `options.transports`, else the page
+ * config's `transports`, else websocket, sse, poll (skipping those the
+ * environment lacks):
+ * - a transport that fails before it ever opened is left for the next one at
+ *   once (a proxy that blocks WebSocket should not cost the page a minute);
+ * - one that worked and then fails is reopened with exponential backoff and
+ *   full jitter; after `fallbackAfter` consecutive failures the client falls
+ *   back to the next transport. `1012` (server draining) and `4008` (slow
+ *   consumer) reopen at once;
+ * - on the last transport (or a forced one), `maxRetries` consecutive failures
+ *   end in CONNECTION_LOST `retries_exhausted`;
+ * - a refused credential (401/403, WebSocket close 4001) ends in
+ *   CONNECTION_LOST `credential_refused` at once, any other refusal (4xx, close
+ *   4002) in `rejected`: a client bug that no other transport would fix;
+ * - after `climbAfterMs` on a worse transport that works, the client tries the
+ *   best one again (closing the current one; if the better one fails to open,
+ *   it moves down again at once).
+ * Every (re)open sends the cursor of the last delivered event, so switching
+ * loses nothing; events are published once each, in ascending id order
+ * (high-water mark of delivered ids, reset on `recovered: false`).
  *
  * @module realtime
  */
 
 /** Topic of a server event; the listener gets the event object as sent by the server. */
 export const EVENT = 'tool-realtime-event';
-/** Topic fired at most once per client when it gives up: `{reason, code?, status?, message}`. */
+/** Topic fired at most once per client when it gives up: `{reason, code?, status?, message, transport}`. */
 export const CONNECTION_LOST = 'tool-realtime-connection-lost';
 /** Topic fired when the server could not replay missed events: reload state from the application. */
 export const RECOVERY_FAILED = 'tool-realtime-recovery-failed';
+/** Topic fired when the client starts using another transport: `{transport, previous, reason}`. */
+export const TRANSPORT_CHANGED = 'tool-realtime-transport-changed';
 
 const DEFAULTS = Object.freeze({
     backoffBaseMs: 500,
     backoffMaxMs: 20000,
     maxRetries: 10,
+    fallbackAfter: 3,
+    climbAfterMs: 300000,
+    openTimeoutMs: 10000,
+    pingIntervalMs: 20000,
+    deadAfterMs: 45000,
     pollTimeoutMs: 65000,
     shortPollDelayMs: 1000,
 });
 
+const DEFAULT_TRANSPORTS = Object.freeze(['websocket', 'sse', 'poll']);
+
 /**
  * Error raised by `sendToServer` and reported by transports.
  * `code` is the server's machine word (or `network_error`, `bad_response`,
- * `aborted`, `not_initialised`, `invalid_argument`, `http_<status>`);
- * `status` is the HTTP status (0 when no answer was received).
+ * `aborted`, `not_initialised`, `invalid_argument`, `http_<status>`,
+ * `connection_lost`, `no_bidirectional_transport`, …);
+ * `status` is the HTTP status (0 when there was no HTTP answer, e.g. over WebSocket).
  */
 export class RealtimeError extends Error {
     /**
      * @param {string} message
-     * @param {{code?: string, status?: number, reason?: string, retryable?: boolean,
-     *          retryAfterMs?: number, cause?: unknown}} [details]
+     * @param {{code?: string, status?: number, reason?: string, retryable?: boolean, immediate?: boolean,
+     *          retryAfterMs?: number, closeCode?: number, cause?: unknown}} [details]
      */
     constructor(message, details = {}) {
         super(message, details.cause === undefined ? undefined : {cause: details.cause});
@@ -66,11 +96,53 @@ export class RealtimeError extends Error {
         this.status = details.status ?? 0;
         /** Why a transport failure happened: `network_error`, `server_error`, `credential_refused`, `rejected`. */
         this.reason = details.reason ?? 'rejected';
-        /** Whether retrying the same request later may succeed. */
+        /** Whether retrying later may succeed. */
         this.retryable = details.retryable ?? false;
+        /** Whether to reopen at once rather than after a backoff (server draining, slow consumer). */
+        this.immediate = details.immediate ?? false;
         /** Server's Retry-After in ms, if it sent one. */
         this.retryAfterMs = details.retryAfterMs;
+        /** The WebSocket close code, for failures of that transport. */
+        this.closeCode = details.closeCode;
     }
+}
+
+/** @param {string} message @param {unknown} [cause] */
+function networkError(message, cause) {
+    return new RealtimeError(message, {code: 'network_error', reason: 'network_error', retryable: true, cause});
+}
+
+/** @param {string} message @param {number} [status] */
+function badResponse(message, status = 0) {
+    return new RealtimeError(message, {code: 'bad_response', status, reason: 'server_error', retryable: true});
+}
+
+/**
+ * The error for an HTTP answer outside 2xx, classified for the retry policy.
+ * @param {number} status @param {string} text the body @param {Headers} [headers]
+ */
+function httpError(status, text, headers) {
+    let data;
+    try {
+        data = text === '' ? undefined : JSON.parse(text);
+    } catch {
+        data = undefined;
+    }
+    const info = isObject(data) && isObject(data.error) ? data.error : {};
+    const retryable = status >= 500 || status === 429 || status === 408;
+    const retryAfter = headers?.get?.('retry-after');
+    const seconds = retryAfter == null ? NaN : Number(retryAfter);
+    return new RealtimeError(
+        typeof info.message === 'string' ? info.message : (text.slice(0, 200) || `HTTP ${status}`),
+        {
+            code: typeof info.code === 'string' ? info.code : `http_${status}`,
+            status,
+            retryable,
+            reason: status === 401 || status === 403 ? 'credential_refused'
+                : retryable ? 'server_error' : 'rejected',
+            retryAfterMs: Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined,
+        },
+    );
 }
 
 /**
@@ -97,39 +169,29 @@ async function postJson(fetchFn, url, token, body, signal) {
         text = await response.text();
     } catch (err) {
         if (signal?.aborted) {
-            throw new RealtimeError('request aborted', {code: 'aborted', reason: 'aborted', cause: err});
+            throw abortedError(err);
         }
-        const message = `network error: ${err?.message ?? err}`;
-        throw new RealtimeError(message, {code: 'network_error', reason: 'network_error', retryable: true, cause: err});
-    }
-    let data;
-    try {
-        data = text === '' ? undefined : JSON.parse(text);
-    } catch {
-        data = undefined;
+        throw networkError(`network error: ${err?.message ?? err}`, err);
     }
     const status = response.status;
     if (status < 200 || status > 299) {
-        const info = isObject(data) && isObject(data.error) ? data.error : {};
-        const retryable = status >= 500 || status === 429 || status === 408;
-        const seconds = Number(response.headers?.get?.('retry-after'));
-        throw new RealtimeError(
-            typeof info.message === 'string' ? info.message : (text.slice(0, 200) || `HTTP ${status}`),
-            {
-                code: typeof info.code === 'string' ? info.code : `http_${status}`,
-                status,
-                retryable,
-                reason: status === 401 || status === 403 ? 'credential_refused'
-                    : retryable ? 'server_error' : 'rejected',
-                retryAfterMs: Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined,
-            },
-        );
+        throw httpError(status, text, response.headers);
+    }
+    let data;
+    try {
+        data = JSON.parse(text);
+    } catch {
+        data = undefined;
     }
     if (!isObject(data)) {
-        throw new RealtimeError('answer is not a JSON object',
-            {code: 'bad_response', status, reason: 'server_error', retryable: true});
+        throw badResponse('answer is not a JSON object', status);
     }
     return data;
+}
+
+/** @param {unknown} [cause] */
+function abortedError(cause) {
+    return new RealtimeError('request aborted', {code: 'aborted', reason: 'aborted', cause});
 }
 
 /** @param {unknown} value @returns {value is Record<string, any>} */
@@ -137,16 +199,28 @@ function isObject(value) {
     return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** The `{channel, token}` pairs of the page config, as the server wants them. @param {PageConfig} config */
+function subscriptionRefs(config) {
+    return config.subscriptions.map((s) => ({channel: s.channel, token: s.token}));
+}
+
 /**
  * Long-polling transport: exactly one `POST {url}/poll` in flight; the next
  * starts as soon as an answer has been handed to the sink. Only an answer
  * without events that came back sooner than `shortPollDelayMs` (a server in
  * short-poll mode, or shutting down) delays the next poll to that interval.
+ * It has no handshake: its first answer shows that it works.
  */
 class PollTransport {
+    static handshake = false;
+
+    static available() {
+        return true;
+    }
+
     /**
-     * @param {{config: PageConfig, fetch: typeof fetch, pollTimeoutMs: number, shortPollDelayMs: number}} context
-     * @param {{batch: (answer: PollAnswer) => void, failure: (error: RealtimeError) => void}} sink
+     * @param {TransportContext} context
+     * @param {TransportSink} sink
      */
     constructor(context, sink) {
         this.context = context;
@@ -154,7 +228,7 @@ class PollTransport {
         this.generation = 0;
         this.abort = null;
         this.pause = null;
-        this.subscriptions = context.config.subscriptions.map((s) => ({channel: s.channel, token: s.token}));
+        this.subscriptions = subscriptionRefs(context.config);
     }
 
     /** Start polling from `cursor` (closes any previous run). @param {string|null} cursor */
@@ -177,7 +251,7 @@ class PollTransport {
 
     /** @param {number} generation @param {string|null} cursor */
     async loop(generation, cursor) {
-        const {config, fetch: fetchFn, pollTimeoutMs, shortPollDelayMs} = this.context;
+        const {config, fetch: fetchFn, options: {pollTimeoutMs, shortPollDelayMs}} = this.context;
         while (generation === this.generation) {
             const started = Date.now();
             const abort = new AbortController();
@@ -189,8 +263,7 @@ class PollTransport {
                 answer = await postJson(fetchFn, `${config.url}/poll`, config.usertoken,
                     {subscriptions: this.subscriptions, cursor}, abort.signal);
                 if (!Array.isArray(answer.events) || typeof answer.cursor !== 'string') {
-                    throw new RealtimeError('poll answer lacks events or cursor',
-                        {code: 'bad_response', status: 200, reason: 'server_error', retryable: true});
+                    throw badResponse('poll answer lacks events or cursor', 200);
                 }
             } catch (err) {
                 clearTimeout(timer);
@@ -198,8 +271,7 @@ class PollTransport {
                     return; // closed meanwhile
                 }
                 this.close();
-                this.sink.failure(timedOut
-                    ? new RealtimeError('poll timed out', {code: 'network_error', reason: 'network_error', retryable: true})
+                this.sink.failure(timedOut ? networkError('poll timed out')
                     : err instanceof RealtimeError ? err
                         : new RealtimeError(`poll failed: ${err?.message ?? err}`, {code: 'client_error', cause: err}));
                 return;
@@ -225,8 +297,378 @@ class PollTransport {
     }
 }
 
+/** What WebSocket close codes mean for the policy (docs/protocol.md, "Close codes"). */
+const CLOSE_CODES = Object.freeze({
+    4001: {code: 'credential_refused', reason: 'credential_refused', retryable: false},
+    4002: {code: 'bad_subscribe', reason: 'rejected', retryable: false},
+    1012: {code: 'server_draining', reason: 'server_error', retryable: true, immediate: true},
+    4008: {code: 'slow_consumer', reason: 'server_error', retryable: true, immediate: true},
+    4009: {code: 'no_heartbeat', reason: 'network_error', retryable: true},
+    1009: {code: 'frame_too_large', reason: 'network_error', retryable: true},
+});
+
+/**
+ * WebSocket transport, `GET {url}/ws` with JSON frames: sends `subscribe`
+ * (user token, subscriptions, cursor) on open; `recovered`/`not_recovered`
+ * complete the handshake; each `event` frame is a batch of one with its own
+ * cursor. Sends `{"type":"ping"}` every `pingIntervalMs` and gives the
+ * connection up when nothing at all arrived for `deadAfterMs`.
+ *
+ * The only bidirectional transport: `send()` writes a `send` frame with an id
+ * of its own and resolves with the `reply` of that id (replies may come in any
+ * order). Sends still waiting when the connection goes are rejected with
+ * `connection_lost`, never resent: the handler may or may not have run.
+ */
+class WebSocketTransport {
+    static handshake = true;
+
+    /** @param {TransportContext} context */
+    static available(context) {
+        return typeof context.WebSocket === 'function';
+    }
+
+    /**
+     * @param {TransportContext} context
+     * @param {TransportSink} sink
+     */
+    constructor(context, sink) {
+        this.context = context;
+        this.sink = sink;
+        this.generation = 0;
+        this.socket = null;
+        this.ready = false;
+        this.lastError = null;
+        this.heard = 0;
+        this.pinger = null;
+        this.watchdog = null;
+        this.nextId = 0;
+        /** @type {Map<number, {resolve: (value: any) => void, reject: (error: Error) => void}>} */
+        this.pending = new Map();
+        this.subscriptions = subscriptionRefs(context.config);
+    }
+
+    /** Whether `send()` may be used: the subscribe handshake is done and the socket is open. */
+    get canSend() {
+        return this.ready;
+    }
+
+    /** Connect and subscribe from `cursor` (closes any previous connection). @param {string|null} cursor */
+    open(cursor) {
+        this.close();
+        const generation = this.generation;
+        const live = () => generation === this.generation;
+        let socket;
+        try {
+            socket = new this.context.WebSocket(socketUrl(this.context.config.url));
+        } catch (err) {
+            queueMicrotask(() => live() && this.fail(networkError(`cannot open a WebSocket: ${err?.message ?? err}`, err)));
+            return;
+        }
+        this.socket = socket;
+        this.lastError = null;
+        socket.onopen = () => {
+            if (!live()) {
+                return;
+            }
+            const {usertoken} = this.context.config;
+            this.write({type: 'subscribe', usertoken, subscriptions: this.subscriptions, ...(cursor === null ? {} : {cursor})});
+            this.watch();
+        };
+        socket.onmessage = (message) => { if (live()) this.receive(message.data); };
+        // Browsers follow `error` with `close` (1006); some implementations (Node 20) do not.
+        socket.onerror = () => { if (live()) this.fail(networkError('the WebSocket failed')); };
+        socket.onclose = (event) => { if (live()) this.fail(this.closeError(event)); };
+    }
+
+    /** Close the connection; rejects the sends still waiting. No sink call happens after this. */
+    close() {
+        this.generation += 1;
+        this.ready = false;
+        clearInterval(this.pinger);
+        clearTimeout(this.watchdog);
+        this.pinger = null;
+        this.watchdog = null;
+        const socket = this.socket;
+        this.socket = null;
+        if (socket) {
+            socket.onopen = socket.onmessage = socket.onerror = socket.onclose = null;
+            try {
+                socket.close(1000);
+            } catch {
+                // already closing
+            }
+        }
+        const waiting = [...this.pending.values()];
+        this.pending.clear();
+        for (const {reject} of waiting) {
+            reject(new RealtimeError('the connection was lost before the reply came; the send may or may not '
+                + 'have been handled, so it is not resent', {code: 'connection_lost', reason: 'network_error'}));
+        }
+    }
+
+    /**
+     * Send to a component's handler over this connection.
+     * @param {string} component @param {unknown} payload @param {AbortSignal} [signal]
+     * @returns {Promise<any>} the `response` of the reply
+     */
+    send(component, payload, signal) {
+        const id = ++this.nextId;
+        return new Promise((resolve, reject) => {
+            if (signal?.aborted) {
+                reject(abortedError());
+                return;
+            }
+            const onAbort = () => { if (this.pending.delete(id)) reject(abortedError()); };
+            const settle = (fn) => (value) => { signal?.removeEventListener('abort', onAbort); fn(value); };
+            signal?.addEventListener('abort', onAbort, {once: true});
+            this.pending.set(id, {resolve: settle(resolve), reject: settle(reject)});
+            this.write({type: 'send', id, component, payload});
+        });
+    }
+
+    /** @param {object} frame */
+    write(frame) {
+        this.socket?.send(JSON.stringify(frame));
+    }
+
+    /** Ping every `pingIntervalMs`; fail when nothing was heard for `deadAfterMs`. */
+    watch() {
+        const {pingIntervalMs, deadAfterMs} = this.context.options;
+        this.heard = Date.now();
+        this.pinger = setInterval(() => this.write({type: 'ping'}), pingIntervalMs);
+        const check = () => {
+            const quiet = Date.now() - this.heard;
+            if (quiet >= deadAfterMs) {
+                this.fail(new RealtimeError(`nothing heard on the WebSocket for ${quiet} ms`,
+                    {code: 'dead_connection', reason: 'network_error', retryable: true}));
+            } else {
+                this.watchdog = setTimeout(check, deadAfterMs - quiet);
+            }
+        };
+        this.watchdog = setTimeout(check, deadAfterMs);
+    }
+
+    /** @param {unknown} data a text frame */
+    receive(data) {
+        this.heard = Date.now();
+        let frame;
+        try {
+            frame = JSON.parse(String(data));
+        } catch {
+            frame = undefined;
+        }
+        if (!isObject(frame)) {
+            this.fail(badResponse('a WebSocket frame is not a JSON object'));
+            return;
+        }
+        switch (frame.type) {
+        case 'recovered':
+        case 'not_recovered':
+            if (typeof frame.cursor !== 'string') {
+                this.fail(badResponse(`a ${frame.type} frame without cursor`));
+                return;
+            }
+            this.ready = true;
+            this.sink.batch({events: [], cursor: frame.cursor, recovered: frame.type === 'recovered'});
+            return;
+        case 'event':
+            if (typeof frame.cursor !== 'string' || !isObject(frame.event)) {
+                this.fail(badResponse('an event frame without cursor or event'));
+                return;
+            }
+            this.sink.batch({events: [frame.event], cursor: frame.cursor});
+            return;
+        case 'reply': {
+            const waiting = this.pending.get(frame.id);
+            if (!waiting) {
+                return; // aborted by the page meanwhile
+            }
+            this.pending.delete(frame.id);
+            if (isObject(frame.error)) {
+                waiting.reject(new RealtimeError(String(frame.error.message ?? 'the send was refused'),
+                    {code: String(frame.error.code ?? 'error')}));
+            } else {
+                waiting.resolve(frame.response);
+            }
+            return;
+        }
+        case 'error':
+            // A bad frame of ours (the connection stays), or the reason of the close that follows.
+            this.lastError = isObject(frame.error) ? frame.error : null;
+            return;
+        default:
+            // `pong`, and frame types a newer server may add.
+        }
+    }
+
+    /** @param {{code: number, reason?: string}} event */
+    closeError(event) {
+        const meaning = CLOSE_CODES[event.code]
+            ?? {code: 'network_error', reason: 'network_error', retryable: true};
+        const said = !meaning.retryable && this.lastError ? this.lastError : null;
+        return new RealtimeError(
+            String(said?.message ?? (event.reason || `the WebSocket closed with code ${event.code}`)),
+            {...meaning, code: String(said?.code ?? meaning.code), closeCode: event.code},
+        );
+    }
+
+    /** @param {RealtimeError} error */
+    fail(error) {
+        this.close();
+        this.sink.failure(error);
+    }
+}
+
+/** `ws(s)://…/ws` from the server's http(s) base URL. @param {string} base */
+function socketUrl(base) {
+    const url = new URL(`${base}/ws`, globalThis.location?.href);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    return url.href;
+}
+
+/**
+ * Server-Sent Events transport, `GET {url}/sse?usertoken=…&channel=…&token=…&cursor=…`.
+ * Each default message is an event whose `lastEventId` is its cursor;
+ * `not_recovered` is a named event. On any error it closes the EventSource
+ * itself (so the client resumes from its own cursor, on its own schedule,
+ * rather than the browser from Last-Event-ID); when the stream failed before
+ * it ever opened it `fetch`es the same URL once to learn the status, which
+ * EventSource hides (401/403: credential refused; other 4xx: rejected).
+ */
+class SseTransport {
+    static handshake = true;
+
+    /** @param {TransportContext} context */
+    static available(context) {
+        return typeof context.EventSource === 'function';
+    }
+
+    /**
+     * @param {TransportContext} context
+     * @param {TransportSink} sink
+     */
+    constructor(context, sink) {
+        this.context = context;
+        this.sink = sink;
+        this.generation = 0;
+        this.source = null;
+        this.probe = null;
+    }
+
+    /** Open the stream from `cursor` (closes any previous one). @param {string|null} cursor */
+    open(cursor) {
+        this.close();
+        const generation = this.generation;
+        const live = () => generation === this.generation;
+        const url = streamUrl(this.context.config, cursor);
+        let source;
+        try {
+            source = new this.context.EventSource(url);
+        } catch (err) {
+            queueMicrotask(() => live() && this.fail(networkError(`cannot open an EventSource: ${err?.message ?? err}`, err)));
+            return;
+        }
+        this.source = source;
+        let opened = false;
+        source.onopen = () => {
+            if (live()) {
+                opened = true;
+                this.sink.opened();
+            }
+        };
+        source.onmessage = (message) => { if (live()) this.deliver(message, true); };
+        source.addEventListener('not_recovered', (message) => { if (live()) this.deliver(message, false); });
+        source.onerror = () => {
+            if (!live()) {
+                return;
+            }
+            this.closeSource();
+            if (opened) {
+                this.fail(networkError('the event stream was interrupted'));
+            } else {
+                this.learnWhy(url, generation);
+            }
+        };
+    }
+
+    /** Close the stream and any status probe; no sink call happens after this. */
+    close() {
+        this.generation += 1;
+        this.closeSource();
+        this.probe?.abort();
+        this.probe = null;
+    }
+
+    closeSource() {
+        const source = this.source;
+        this.source = null;
+        if (source) {
+            source.onopen = source.onmessage = source.onerror = null;
+            source.close();
+        }
+    }
+
+    /** @param {MessageEvent} message @param {boolean} recovered */
+    deliver(message, recovered) {
+        let data;
+        try {
+            data = JSON.parse(message.data);
+        } catch {
+            data = undefined;
+        }
+        const cursor = recovered ? message.lastEventId : data?.cursor ?? message.lastEventId;
+        if (!isObject(data) || typeof cursor !== 'string' || cursor === '') {
+            this.fail(badResponse('an SSE message without JSON data or id'));
+        } else if (recovered) {
+            this.sink.batch({events: [data], cursor});
+        } else {
+            this.sink.batch({events: [], cursor, recovered: false});
+        }
+    }
+
+    /** The stream failed before it opened: one plain GET tells why. @param {string} url @param {number} generation */
+    async learnWhy(url, generation) {
+        const probe = new AbortController();
+        this.probe = probe;
+        let error;
+        try {
+            const response = await this.context.fetch(url, {headers: {Accept: 'text/event-stream'}, signal: probe.signal});
+            if (response.ok) {
+                probe.abort(); // the stream opens for fetch: what failed was on the way (a proxy, a blip)
+                error = networkError('the event stream failed to open');
+            } else {
+                error = httpError(response.status, await response.text(), response.headers);
+            }
+        } catch (err) {
+            error = networkError(`the event stream failed to open: ${err?.message ?? err}`, err);
+        }
+        if (generation === this.generation) {
+            this.fail(error);
+        }
+    }
+
+    /** @param {RealtimeError} error */
+    fail(error) {
+        this.close();
+        this.sink.failure(error);
+    }
+}
+
+/** @param {PageConfig} config @param {string|null} cursor */
+function streamUrl(config, cursor) {
+    const query = new URLSearchParams({usertoken: config.usertoken});
+    for (const {channel, token} of config.subscriptions) {
+        query.append('channel', channel);
+        query.append('token', token);
+    }
+    if (cursor !== null) {
+        query.append('cursor', cursor);
+    }
+    return `${config.url}/sse?${query}`;
+}
+
 /** Available transports by the names used in the page config's `transports`. */
-const TRANSPORTS = {poll: PollTransport};
+const TRANSPORTS = Object.freeze({websocket: WebSocketTransport, sse: SseTransport, poll: PollTransport});
 
 /** Topic → listeners, with listener errors contained. */
 class Hub {
@@ -269,13 +711,25 @@ class RealtimeClient {
     #config;
     /** @type {Required<ClientOptions>} */
     #options;
+    /** @type {TransportContext} */
+    #context;
     #hub;
-    #transport;
+    /** Usable transport names, best first. @type {string[]} */
+    #names;
+    #index = 0;
+    #forced = null;
+    #transport = null;
+    /** The current attempt has opened. */
+    #opened = false;
+    /** The current transport has opened at least once since the client chose it. */
+    #worked = false;
+    #failures = 0;
     #cursor;
     #lastId = null;
-    #failures = 0;
     #state = 'idle';
-    #timer = null;
+    #retryTimer = null;
+    #openTimer = null;
+    #climbTimer = null;
     #lost = false;
 
     /**
@@ -295,24 +749,21 @@ class RealtimeClient {
             fetch: (input, init) => globalThis.fetch(input, init),
             ...withoutUndefined(options),
         };
+        this.#context = {
+            config: this.#config,
+            options: this.#options,
+            fetch: this.#options.fetch,
+            WebSocket: 'WebSocket' in this.#options ? this.#options.WebSocket : globalThis.WebSocket,
+            EventSource: 'EventSource' in this.#options ? this.#options.EventSource : globalThis.EventSource,
+        };
         this.#hub = hub;
         this.#cursor = typeof config.cursor === 'string' ? config.cursor : null;
-        const names = Array.isArray(config.transports) ? config.transports : ['poll'];
-        const name = names.find((n) => Object.hasOwn(TRANSPORTS, n));
-        if (!name) {
-            throw new RealtimeError(`realtime: no supported transport in ${JSON.stringify(names)}`,
-                {code: 'no_transport'});
+        const wanted = [this.#options.transports, config.transports, DEFAULT_TRANSPORTS].find(Array.isArray);
+        this.#names = wanted.filter((name, i) => wanted.indexOf(name) === i && Object.hasOwn(TRANSPORTS, name)
+            && TRANSPORTS[name].available(this.#context));
+        if (this.#names.length === 0) {
+            throw new RealtimeError(`realtime: no usable transport in ${JSON.stringify(wanted)}`, {code: 'no_transport'});
         }
-        this.transportName = name;
-        this.#transport = new TRANSPORTS[name](
-            {
-                config: this.#config,
-                fetch: this.#options.fetch,
-                pollTimeoutMs: this.#options.pollTimeoutMs,
-                shortPollDelayMs: this.#options.shortPollDelayMs,
-            },
-            {batch: (answer) => this.#onBatch(answer), failure: (error) => this.#onFailure(error)},
-        );
     }
 
     /** `idle` (never started), `running`, `stopped` (by `stop()`) or `lost` (gave up; final). */
@@ -320,13 +771,28 @@ class RealtimeClient {
         return this.#state;
     }
 
-    /** The cursor the next poll will send. */
+    /** The cursor the next (re)open sends. */
     get cursor() {
         return this.#cursor;
     }
 
+    /** The transport in use (or being opened, or to be used by `start()`): `websocket`, `sse` or `poll`. */
+    get transport() {
+        return this.#names[this.#index];
+    }
+
+    /** The transports this client may use, best first. */
+    get transports() {
+        return [...this.#names];
+    }
+
+    /** The transport forced by `force()`, or null. */
+    get forced() {
+        return this.#forced;
+    }
+
     /**
-     * Listen to a topic (EVENT, CONNECTION_LOST, RECOVERY_FAILED).
+     * Listen to a topic (EVENT, CONNECTION_LOST, RECOVERY_FAILED, TRANSPORT_CHANGED).
      * @param {string} topic @param {(data: any) => void} listener
      * @returns {() => void} unsubscribe
      */
@@ -338,25 +804,56 @@ class RealtimeClient {
     start() {
         if (this.#state === 'idle' || this.#state === 'stopped') {
             this.#state = 'running';
-            this.#transport.open(this.#cursor);
+            if (this.#transport === null) {
+                this.#use(this.#index, 'start');
+            } else {
+                this.#open();
+            }
         }
         return this;
     }
 
-    /** Stop receiving events: aborts the request in flight and any pending retry. */
+    /** Stop receiving events: closes the transport and cancels any pending retry. */
     stop() {
         if (this.#state === 'running' || this.#state === 'idle') {
             this.#state = 'stopped';
         }
-        clearTimeout(this.#timer);
-        this.#timer = null;
-        this.#transport.close();
+        this.#clearTimers();
+        this.#transport?.close();
     }
 
     /**
-     * Send `payload` to the application's handler of `component`.
-     * `noFallback`: once a socket transport exists, fail rather than fall back
-     * to HTTP; today HTTP is the only path, so it changes nothing.
+     * Use only transport `name` from now on (no fallback, no climbing back; its
+     * failures count towards `maxRetries`), resuming from the cursor; `null`
+     * returns to the automatic choice, starting again from the best transport.
+     * @param {string|null} name one of `transports`
+     * @returns {this}
+     */
+    force(name) {
+        const index = name === null || name === undefined ? 0 : this.#names.indexOf(name);
+        if (index < 0) {
+            throw new RealtimeError(`realtime: transport ${JSON.stringify(name)} is not one of ${JSON.stringify(this.#names)}`,
+                {code: 'no_transport'});
+        }
+        this.#forced = name ?? null;
+        if (index !== this.#index || this.#transport === null) {
+            if (this.#state !== 'lost') {
+                this.#use(index, 'forced'); // opens it only if running; start() does otherwise
+            }
+        } else {
+            clearTimeout(this.#climbTimer); // forced: stay
+            this.#climbTimer = null;
+        }
+        return this;
+    }
+
+    /**
+     * Send `payload` to the application's handler of `component`: over the
+     * WebSocket when one is open (a `send` frame, answered by the `reply` of
+     * the same id), else `POST /send`. With `noFallback`, no open WebSocket
+     * rejects with `no_bidirectional_transport` instead. A send waiting for its
+     * reply when the socket goes is rejected with `connection_lost`, not
+     * resent: the handler may have run.
      * @param {string} component @param {unknown} payload
      * @param {{noFallback?: boolean, signal?: AbortSignal}} [options]
      * @returns {Promise<any>} the handler's `response`
@@ -365,9 +862,76 @@ class RealtimeClient {
         if (typeof component !== 'string' || component === '') {
             throw new RealtimeError('component must be a non-empty string', {code: 'invalid_argument'});
         }
+        const body = payload === undefined ? null : payload;
+        if (this.#state === 'running' && this.#transport?.canSend) {
+            return this.#transport.send(component, body, options.signal);
+        }
+        if (options.noFallback) {
+            throw new RealtimeError('no open WebSocket to send over, and noFallback was asked',
+                {code: 'no_bidirectional_transport'});
+        }
         const answer = await postJson(this.#options.fetch, `${this.#config.url}/send`, this.#config.usertoken,
-            {component, payload: payload === undefined ? null : payload}, options.signal);
+            {component, payload: body}, options.signal);
         return answer.response;
+    }
+
+    /** Switch to transport `index` (closing the current one) and, if running, open it from the cursor. */
+    #use(index, reason) {
+        const previous = this.#transport === null ? null : this.transport;
+        this.#transport?.close();
+        this.#clearTimers();
+        this.#index = index;
+        const Transport = TRANSPORTS[this.transport];
+        const transport = new Transport(this.#context, {
+            opened: () => { if (this.#transport === transport) this.#onOpened(); },
+            batch: (answer) => { if (this.#transport === transport) this.#onBatch(answer); },
+            failure: (error) => { if (this.#transport === transport) this.#onFailure(error); },
+        });
+        this.#transport = transport;
+        this.#worked = false;
+        this.#failures = 0;
+        this.#hub.publish(TRANSPORT_CHANGED, {transport: this.transport, previous, reason});
+        if (this.#state === 'running' && this.#transport === transport) {
+            this.#open();
+        }
+    }
+
+    /** (Re)open the current transport from the cursor; a handshake must succeed within `openTimeoutMs`. */
+    #open() {
+        this.#opened = false;
+        clearTimeout(this.#openTimer);
+        this.#openTimer = null;
+        const transport = this.#transport;
+        if (TRANSPORTS[this.transport].handshake) {
+            const ms = this.#options.openTimeoutMs;
+            this.#openTimer = setTimeout(() => {
+                this.#openTimer = null;
+                transport.close();
+                this.#onFailure(networkError(`${this.transport} did not open within ${ms} ms`));
+            }, ms);
+        }
+        transport.open(this.#cursor);
+    }
+
+    #onOpened() {
+        if (this.#opened || this.#state !== 'running') {
+            return;
+        }
+        this.#opened = true;
+        this.#worked = true;
+        this.#failures = 0;
+        clearTimeout(this.#openTimer);
+        this.#openTimer = null;
+        const {climbAfterMs} = this.#options;
+        if (this.#index > 0 && this.#forced === null && climbAfterMs > 0 && Number.isFinite(climbAfterMs)) {
+            clearTimeout(this.#climbTimer);
+            this.#climbTimer = setTimeout(() => {
+                this.#climbTimer = null;
+                if (this.#state === 'running' && this.#forced === null) {
+                    this.#use(0, 'climb');
+                }
+            }, climbAfterMs);
+        }
     }
 
     /** @param {PollAnswer} answer */
@@ -375,7 +939,7 @@ class RealtimeClient {
         if (this.#state !== 'running') {
             return;
         }
-        this.#failures = 0;
+        this.#onOpened();
         if (answer.recovered === false) {
             this.#lastId = null;
             this.#cursor = answer.cursor;
@@ -408,13 +972,27 @@ class RealtimeClient {
         if (this.#state !== 'running') {
             return;
         }
+        this.#clearTimers();
         if (!error.retryable) {
             this.#lose({reason: error.reason, status: error.status || undefined, code: error.code, message: error.message});
             return;
         }
+        const last = this.#forced !== null || this.#index === this.#names.length - 1;
+        if (!last && !this.#worked) {
+            this.#use(this.#index + 1, 'fallback'); // never opened: most likely blocked, try the next at once
+            return;
+        }
+        if (error.immediate) {
+            this.#retryTimer = setTimeout(() => this.#retry(), 0);
+            return;
+        }
         this.#failures += 1;
-        const {backoffBaseMs, backoffMaxMs, maxRetries, random} = this.#options;
-        if (this.#failures >= maxRetries) {
+        const {backoffBaseMs, backoffMaxMs, fallbackAfter, maxRetries, random} = this.#options;
+        if (!last && this.#failures > fallbackAfter) {
+            this.#use(this.#index + 1, 'fallback');
+            return;
+        }
+        if (last && this.#failures >= maxRetries) {
             this.#lose({
                 reason: 'retries_exhausted', status: error.status || undefined, code: error.code,
                 message: `gave up after ${this.#failures} consecutive failures; last: ${error.message}`,
@@ -424,12 +1002,21 @@ class RealtimeClient {
         // Full jitter: uniform in [0, min(max, base * 2^(n-1))), at least the server's Retry-After.
         const cap = Math.min(backoffMaxMs, backoffBaseMs * 2 ** (this.#failures - 1));
         const delay = Math.max(Math.floor(random() * cap), Math.min(error.retryAfterMs ?? 0, backoffMaxMs));
-        this.#timer = setTimeout(() => {
-            this.#timer = null;
-            if (this.#state === 'running') {
-                this.#transport.open(this.#cursor);
-            }
-        }, delay);
+        this.#retryTimer = setTimeout(() => this.#retry(), delay);
+    }
+
+    #retry() {
+        this.#retryTimer = null;
+        if (this.#state === 'running') {
+            this.#open();
+        }
+    }
+
+    #clearTimers() {
+        clearTimeout(this.#retryTimer);
+        clearTimeout(this.#openTimer);
+        clearTimeout(this.#climbTimer);
+        this.#retryTimer = this.#openTimer = this.#climbTimer = null;
     }
 
     /** Give up for good; CONNECTION_LOST fires at most once per client. */
@@ -438,7 +1025,7 @@ class RealtimeClient {
         this.#state = 'lost';
         if (!this.#lost) {
             this.#lost = true;
-            this.#hub.publish(CONNECTION_LOST, withoutUndefined(info));
+            this.#hub.publish(CONNECTION_LOST, withoutUndefined({...info, transport: this.transport}));
         }
     }
 }
@@ -511,21 +1098,33 @@ export function stop() {
  * @property {string} url server base, e.g. `http://127.0.0.1:8787`
  * @property {number} [user]
  * @property {string} usertoken
- * @property {string} [cursor] opaque; where the first poll starts
+ * @property {string} [cursor] opaque; where the first (re)open starts
  * @property {number} [expires]
  * @property {{channel: string, token: string}[]} subscriptions
- * @property {string[]} [transports]
+ * @property {string[]} [transports] preferred first; default websocket, sse, poll
  */
 /**
  * @typedef {object} ClientOptions
  * @property {typeof fetch} [fetch]
+ * @property {typeof WebSocket | null} [WebSocket] default the global one; null: none
+ * @property {typeof EventSource | null} [EventSource] default the global one; null: none
+ * @property {string[]} [transports] overrides the page config's list
  * @property {number} [backoffBaseMs]
  * @property {number} [backoffMaxMs]
- * @property {number} [maxRetries] consecutive failures after which CONNECTION_LOST fires
+ * @property {number} [maxRetries] consecutive failures of the last transport before CONNECTION_LOST
+ * @property {number} [fallbackAfter] consecutive failures of a transport that worked before the next is tried
+ * @property {number} [climbAfterMs] time on a worse transport before the best is tried again (0: never)
+ * @property {number} [openTimeoutMs] a WebSocket or SSE handshake slower than this failed
+ * @property {number} [pingIntervalMs] WebSocket ping interval
+ * @property {number} [deadAfterMs] WebSocket silence after which the connection is given up
  * @property {number} [pollTimeoutMs] client-side cap on one poll request
  * @property {number} [shortPollDelayMs] least interval between polls answered without events
  * @property {() => number} [random]
  */
 /**
  * @typedef {{events: object[], cursor: string, recovered?: boolean}} PollAnswer
+ * @typedef {{config: PageConfig, options: Required<ClientOptions>, fetch: typeof fetch,
+ *            WebSocket?: typeof WebSocket | null, EventSource?: typeof EventSource | null}} TransportContext
+ * @typedef {{opened: () => void, batch: (answer: PollAnswer) => void,
+ *            failure: (error: RealtimeError) => void}} TransportSink
  */

@@ -85,7 +85,7 @@ for (const [status, code] of [[401, 'token_expired'], [403, 'token_invalid']]) {
             {backoffBaseMs: 1});
         client.start();
         await waitFor(() => lost.length === 1);
-        assert.deepEqual(lost[0], {reason: 'credential_refused', status, code, message: 'no way'});
+        assert.deepEqual(lost[0], {reason: 'credential_refused', status, code, message: 'no way', transport: 'poll'});
         await sleep(50);
         assert.equal(fake.calls.length, 2);
         assert.equal(client.state, 'lost');
@@ -100,7 +100,7 @@ test('400 on poll is terminal: reason rejected', async (t) => {
     const {fake, client, lost} = setup(t, [failure(400, 'bad_request', 'cursor is malformed')]);
     client.start();
     await waitFor(() => lost.length === 1);
-    assert.deepEqual(lost[0], {reason: 'rejected', status: 400, code: 'bad_request', message: 'cursor is malformed'});
+    assert.deepEqual(lost[0], {reason: 'rejected', status: 400, code: 'bad_request', message: 'cursor is malformed', transport: 'poll'});
     await sleep(30);
     assert.equal(fake.calls.length, 1);
 });
@@ -248,7 +248,7 @@ test('sendToServer: answer, server error, network error, bad argument', async (t
     assert.equal(fake.calls[0].url, 'http://realtime.invalid/send');
     assert.equal(fake.calls[0].headers.Authorization, 'Bearer UT');
     assert.deepEqual(fake.calls[0].body, {component: 'mod_echo', payload: {a: [1, 2]}});
-    await assert.rejects(client.sendToServer('mod_echo', 1, {noFallback: true}),
+    await assert.rejects(client.sendToServer('mod_echo', 1),
         (err) => err instanceof RealtimeError && err instanceof Error && err.code === 'webhook_failed'
             && err.status === 502 && err.message === 'the application failed');
     await assert.rejects(client.sendToServer('mod_echo', 1),
@@ -257,15 +257,27 @@ test('sendToServer: answer, server error, network error, bad argument', async (t
         (err) => err.code === 'http_404' && err.status === 404 && err.message === 'not here');
     assert.equal(fake.calls[3].body.payload, null);
     await assert.rejects(client.sendToServer('', 1), (err) => err.code === 'invalid_argument');
+    await assert.rejects(client.sendToServer('mod_echo', 1, {noFallback: true}),
+        (err) => err instanceof RealtimeError && err.code === 'no_bidirectional_transport');
+    assert.equal(fake.calls.length, 4, 'noFallback without an open WebSocket sends nothing');
     assert.equal(fake.callsTo('/poll').length, 0, 'sending does not start polling');
 });
 
 test('config validation and transport choice', () => {
+    const none = {WebSocket: null, EventSource: null};
     assert.throws(() => createClient({}), TypeError);
     assert.throws(() => createClient({...CONFIG, subscriptions: undefined}), TypeError);
-    assert.throws(() => createClient({...CONFIG, transports: ['websocket']}), (err) => err.code === 'no_transport');
-    assert.equal(createClient({...CONFIG, transports: ['websocket', 'poll']}).transportName, 'poll');
-    assert.equal(createClient({...CONFIG, transports: undefined}).transportName, 'poll');
+    assert.throws(() => createClient({...CONFIG, transports: ['websocket']}, none), (err) => err.code === 'no_transport');
+    assert.throws(() => createClient({...CONFIG, transports: ['carrier_pigeon']}), (err) => err.code === 'no_transport');
+    assert.equal(createClient({...CONFIG, transports: ['websocket', 'poll']}, none).transport, 'poll');
+    const fallback = createClient({...CONFIG, transports: undefined}, none);
+    assert.equal(fallback.transport, 'poll');
+    assert.deepEqual(fallback.transports, ['poll']);
+    const all = createClient({...CONFIG, transports: undefined}, {WebSocket: class {}, EventSource: class {}});
+    assert.deepEqual(all.transports, ['websocket', 'sse', 'poll'], 'the default order');
+    assert.equal(all.transport, 'websocket');
+    const chosen = createClient(CONFIG, {transports: ['sse', 'poll', 'sse'], WebSocket: class {}, EventSource: class {}});
+    assert.deepEqual(chosen.transports, ['sse', 'poll'], 'the option overrides the page config; duplicates go');
 });
 
 test('a trailing slash in url is ignored', async (t) => {

@@ -1,4 +1,5 @@
-// Events from the real server reach the client: shape, cursor, order, dedup.
+// Events from the real server reach the client: shape, cursor, order, dedup (over the default
+// transport: WebSocket where the runtime has one; transports.test.mjs covers each one).
 import {test, before, after} from 'node:test';
 import assert from 'node:assert/strict';
 
@@ -112,7 +113,7 @@ test('answers replayed or duplicated on the wire are published once', async (t) 
         }
         return Response.json(body, {status: response.status});
     };
-    const rec = recordClient(t, config, {fetch: fetchFn});
+    const rec = recordClient(t, config, {fetch: fetchFn, transports: ['poll']});
     const first = await server.notifyBatch([1, 2, 3].map((n) => ({channel: chan, payload: n})));
     await waitFor(() => replayed);
     const next = await server.notify(chan, 4);

@@ -3,7 +3,7 @@ import {test, before, after} from 'node:test';
 import assert from 'node:assert/strict';
 
 import {startServer, channel} from '../test-support/server.mjs';
-import {recordClient, countingFetch} from '../test-support/record.mjs';
+import {recordClient, countingFetch, instrumented} from '../test-support/record.mjs';
 import {waitFor, sleep} from '../test-support/wait.mjs';
 
 let server;
@@ -28,33 +28,48 @@ const tamperings = {
     }),
 };
 
-for (const [name, change] of Object.entries(tamperings)) {
-    test(`${name}: CONNECTION_LOST credential_refused exactly once, polling stops`, async (t) => {
-        const config = change(await server.page([channel('tamper-a'), channel('tamper-b')]));
-        const counting = countingFetch();
-        const rec = recordClient(t, config, {fetch: counting.fetch, backoffBaseMs: 1});
-        await waitFor(() => rec.lost.length === 1, {message: 'CONNECTION_LOST'});
-        const [lost] = rec.lost;
-        t.diagnostic(`CONNECTION_LOST ${JSON.stringify(lost)}`);
-        assert.equal(lost.reason, 'credential_refused');
-        assert.ok(lost.status === 401 || lost.status === 403, `status ${lost.status}`);
-        assert.equal(typeof lost.code, 'string');
-        assert.equal(typeof lost.message, 'string');
-        await sleep(150);
-        assert.equal(counting.stats.calls, 1, 'no poll after the refusal');
-        assert.equal(rec.lost.length, 1);
-        assert.equal(rec.client.state, 'lost');
-        assert.deepEqual(rec.events, []);
-    });
+/** Each transport first, with the ones it could fall back to after it. */
+const ORDERS = {websocket: ['websocket', 'sse', 'poll'], sse: ['sse', 'poll'], poll: ['poll']};
+
+for (const [first, order] of Object.entries(ORDERS)) {
+    for (const [name, change] of Object.entries(tamperings)) {
+        test(`${first}: ${name}: CONNECTION_LOST credential_refused exactly once, no fallback`, async (t) => {
+            const config = change(await server.page([channel('tamper-a'), channel('tamper-b')]));
+            const {stats, options} = instrumented();
+            const rec = recordClient(t, config, {...options, transports: order, backoffBaseMs: 1});
+            await waitFor(() => rec.lost.length === 1, {message: 'CONNECTION_LOST'});
+            const [lost] = rec.lost;
+            t.diagnostic(`CONNECTION_LOST ${JSON.stringify(lost)}`);
+            assert.equal(lost.reason, 'credential_refused');
+            assert.equal(lost.transport, first);
+            assert.equal(lost.code, 'token_invalid');
+            assert.equal(typeof lost.message, 'string');
+            if (first === 'websocket') {
+                assert.equal(lost.status, undefined, 'a WebSocket refusal has no HTTP status');
+            } else {
+                assert.ok(lost.status === 401 || lost.status === 403, `status ${lost.status}`);
+            }
+            await sleep(100);
+            const attempts = {websocket: 0, sse: 0, poll: 0, probe: 0, send: 0, [first]: 1};
+            if (first === 'sse') {
+                attempts.probe = 1; // the one GET that learns the status EventSource hides
+            }
+            assert.deepEqual(stats, attempts, 'one attempt, no other transport tried');
+            assert.equal(rec.lost.length, 1);
+            assert.equal(rec.client.state, 'lost');
+            assert.deepEqual(rec.events, []);
+            assert.deepEqual(rec.used(), [first]);
+        });
+    }
 }
 
-test('server gone for good: retries with backoff, then CONNECTION_LOST retries_exhausted once', async (t) => {
+test('poll only, server gone for good: retries with backoff, then CONNECTION_LOST retries_exhausted once', async (t) => {
     const own = await startServer();
     t.after(() => own.cleanup());
     const chan = channel('gone');
     const counting = countingFetch();
     const rec = recordClient(t, await own.page([chan]),
-        {fetch: counting.fetch, backoffBaseMs: 10, backoffMaxMs: 40, maxRetries: 4});
+        {fetch: counting.fetch, transports: ['poll'], backoffBaseMs: 10, backoffMaxMs: 40, maxRetries: 4});
     await own.notify(chan, 'still here');
     await waitFor(() => rec.events.length === 1);
     await own.stop();
@@ -69,4 +84,32 @@ test('server gone for good: retries with backoff, then CONNECTION_LOST retries_e
     assert.equal(counting.stats.calls, calls, 'no poll after giving up');
     assert.equal(rec.lost.length, 1);
     assert.equal(rec.client.state, 'lost');
+});
+
+test('server gone for good: WebSocket retried, then SSE, then poll; CONNECTION_LOST once, on poll', async (t) => {
+    const own = await startServer();
+    t.after(() => own.cleanup());
+    const chan = channel('gone-all');
+    const {stats, options} = instrumented();
+    const rec = recordClient(t, await own.page([chan]),
+        {...options, backoffBaseMs: 10, backoffMaxMs: 40, maxRetries: 4, fallbackAfter: 2});
+    await own.notify(chan, 'still here');
+    await waitFor(() => rec.events.length === 1);
+    assert.equal(rec.client.transport, 'websocket');
+    await own.stop();
+    await waitFor(() => rec.lost.length === 1, {message: 'CONNECTION_LOST'});
+    const [lost] = rec.lost;
+    t.diagnostic(`CONNECTION_LOST ${JSON.stringify(lost)}; attempts ${JSON.stringify(stats)}`);
+    assert.equal(lost.reason, 'retries_exhausted');
+    assert.equal(lost.transport, 'poll');
+    assert.deepEqual(rec.used(), ['websocket', 'sse', 'poll']);
+    assert.deepEqual(rec.changes.map((c) => c.reason), ['start', 'fallback', 'fallback']);
+    // 1 connection, 1 at once after 1012 (draining), 2 with backoff; SSE never opened: tried once.
+    assert.equal(stats.websocket, 4);
+    assert.equal(stats.sse, 1);
+    assert.equal(stats.poll, 4);
+    const before = {...stats};
+    await sleep(150);
+    assert.deepEqual(stats, before, 'nothing after giving up');
+    assert.equal(rec.lost.length, 1);
 });

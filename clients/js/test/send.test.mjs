@@ -1,10 +1,13 @@
-// sendToServer through the real server to a node:http webhook.
+// sendToServer through the real server to a node:http webhook: over POST /send when no
+// WebSocket is open, else as `send` frames answered by `reply` frames.
 import {test, before, after} from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 
 import {createClient, RealtimeError} from '../realtime.js';
 import {startServer, channel} from '../test-support/server.mjs';
+import {recordClient, instrumented} from '../test-support/record.mjs';
+import {waitFor} from '../test-support/wait.mjs';
 
 let server;
 let webhook;
@@ -25,6 +28,8 @@ function startWebhook() {
             };
             if (data.payload?.mode === 'fail') {
                 reply(500, {oops: true});
+            } else if (data.payload?.mode === 'delay') {
+                setTimeout(() => reply(200, {echo: data.payload, receivedtime: Date.now()}), data.payload.delay);
             } else if (data.payload?.mode === 'slow') {
                 setTimeout(() => { if (!res.destroyed) reply(200, {late: true}); }, 1500);
             } else {
@@ -72,8 +77,7 @@ test('the webhook answer is relayed as the response', async () => {
 test('scalar and null payloads go through unchanged', async () => {
     const c = await client();
     assert.deepEqual(await c.sendToServer('mod_echo', 'just text'), {echo: 'just text', user: 42, component: 'mod_echo'});
-    assert.deepEqual(await c.sendToServer('mod_echo', null, {noFallback: true}),
-        {echo: null, user: 42, component: 'mod_echo'});
+    assert.deepEqual(await c.sendToServer('mod_echo', null), {echo: null, user: 42, component: 'mod_echo'});
 });
 
 test('an unknown component is rejected with an Error carrying code and status', async (t) => {
@@ -114,4 +118,60 @@ test('no server at all: network_error', async () => {
     const err = await c.sendToServer('mod_echo', 1).then(() => null, (e) => e);
     assert.equal(err.code, 'network_error');
     assert.equal(err.status, 0);
+});
+
+/** A started client whose WebSocket is open (an event came through it). */
+async function openSocketClient(t, area) {
+    const chan = channel(area);
+    const {stats, options} = instrumented();
+    const rec = recordClient(t, await server.page([chan]), options);
+    await server.notify(chan, 'hello');
+    await waitFor(() => rec.events.length === 1);
+    assert.equal(rec.client.transport, 'websocket');
+    return {rec, stats};
+}
+
+test('over the WebSocket: concurrent sends are matched to their replies by id, whatever their order', async (t) => {
+    const {rec, stats} = await openSocketClient(t, 'send-ws');
+    const count = received.length;
+    const settled = [];
+    const sends = Array.from({length: 10}, (_, i) => {
+        const payload = {mode: 'delay', delay: (10 - i) * 30, i};
+        return rec.client.sendToServer('mod_echo', payload, {noFallback: true}).then((answer) => {
+            settled.push(i);
+            return answer;
+        });
+    });
+    const answers = await Promise.all(sends);
+    answers.forEach((answer, i) => {
+        assert.deepEqual(answer.echo, {mode: 'delay', delay: (10 - i) * 30, i});
+        assert.equal(typeof answer.receivedtime, 'number');
+    });
+    t.diagnostic(`replies settled in the order ${settled}`);
+    assert.notDeepEqual(settled, [...settled].sort((a, b) => a - b), 'the replies came out of order');
+    assert.equal(received.length - count, 10, 'each send reached the webhook once');
+    assert.equal(stats.send, 0, 'nothing went over POST /send');
+    assert.equal(stats.websocket, 1);
+});
+
+test('over the WebSocket: a refused send rejects with the code of its reply', async (t) => {
+    const {rec, stats} = await openSocketClient(t, 'send-ws-refused');
+    const err = await rec.client.sendToServer('mod_unknown', {}).then(() => null, (e) => e);
+    assert.ok(err instanceof RealtimeError);
+    assert.equal(err.code, 'not_found');
+    assert.equal(err.status, 0, 'no HTTP status over WebSocket');
+    const failed = await rec.client.sendToServer('mod_echo', {mode: 'fail'}).then(() => null, (e) => e);
+    assert.equal(failed.code, 'webhook_failed');
+    assert.equal(stats.send, 0);
+});
+
+test('noFallback without an open WebSocket rejects with no_bidirectional_transport; without it, POST /send', async (t) => {
+    const {stats, options} = instrumented();
+    const rec = recordClient(t, await server.page([channel('send-poll')]), {...options, transports: ['poll']});
+    const err = await rec.client.sendToServer('mod_echo', 1, {noFallback: true}).then(() => null, (e) => e);
+    assert.ok(err instanceof RealtimeError);
+    assert.equal(err.code, 'no_bidirectional_transport');
+    assert.equal(stats.send, 0);
+    assert.deepEqual(await rec.client.sendToServer('mod_echo', 2), {echo: 2, user: 42, component: 'mod_echo'});
+    assert.equal(stats.send, 1);
 });
