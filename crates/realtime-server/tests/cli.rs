@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Server, BIN};
+use common::{page, poll, Server, BIN};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
@@ -18,31 +18,6 @@ fn mode(path: &Path) -> u32 {
         .permissions()
         .mode()
         & 0o777
-}
-
-async fn page(http: &reqwest::Client, url: &str, key: &str, channel: Value) -> Value {
-    let res = http
-        .post(format!("{url}/api/page"))
-        .bearer_auth(key)
-        .json(&json!({"user": 42, "channels": [channel]}))
-        .send()
-        .await
-        .expect("page");
-    assert_eq!(res.status(), 200);
-    res.json().await.expect("json")
-}
-
-async fn poll(http: &reqwest::Client, page: &Value) -> Value {
-    let sub = &page["subscriptions"][0];
-    http.post(format!("{}/poll", page["url"].as_str().expect("url")))
-        .bearer_auth(page["usertoken"].as_str().expect("usertoken"))
-        .json(&json!({"subscriptions": [{"channel": sub["channel"], "token": sub["token"]}], "cursor": page["cursor"]}))
-        .send()
-        .await
-        .expect("poll")
-        .json()
-        .await
-        .expect("json")
 }
 
 #[tokio::test]
@@ -66,13 +41,14 @@ async fn zero_config_start_makes_a_private_data_dir_and_stops_on_sigterm() {
         &http,
         &server.url,
         &key,
+        42,
         json!({"contextid": 1, "component": "tool_realtime", "area": "test"}),
     )
     .await;
     // A long-poll (30 s by default) is open when SIGTERM arrives: it answers at once.
     let open = tokio::spawn({
         let (http, p) = (http.clone(), p.clone());
-        async move { poll(&http, &p).await }
+        async move { poll(&http, p["url"].as_str().expect("url"), &p, &p["cursor"]).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = Instant::now();
@@ -93,6 +69,7 @@ async fn zero_config_start_makes_a_private_data_dir_and_stops_on_sigterm() {
         &http,
         &server.url,
         &key,
+        42,
         json!({"contextid": 1, "component": "tool_realtime", "area": "test"}),
     )
     .await;
@@ -120,12 +97,13 @@ async fn notify_from_another_process_reaches_a_waiting_poll() {
         &http,
         &server.url,
         "cron-key",
+        42,
         json!({"contextid": 5, "component": "mod_quiz", "area": "grades", "itemid": 3}),
     )
     .await;
     let waiting = tokio::spawn({
         let (http, p) = (http.clone(), p.clone());
-        async move { poll(&http, &p).await }
+        async move { poll(&http, p["url"].as_str().expect("url"), &p, &p["cursor"]).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Server;
+use common::{page, poll, Server};
 use realtime::testing::{sse, ws};
 use realtime_postgres::testing::ScratchDatabase;
 use serde_json::{json, Value};
@@ -74,19 +74,6 @@ async fn notify(http: &reqwest::Client, url: &str, from: usize, n: usize) -> Vec
         .collect()
 }
 
-async fn poll(http: &reqwest::Client, url: &str, page: &Value, cursor: &Value) -> Value {
-    let sub = &page["subscriptions"][0];
-    http.post(format!("{url}/poll"))
-        .bearer_auth(page["usertoken"].as_str().expect("ut"))
-        .json(&json!({"subscriptions": [{"channel": sub["channel"], "token": sub["token"]}], "cursor": cursor}))
-        .send()
-        .await
-        .expect("poll")
-        .json()
-        .await
-        .expect("json")
-}
-
 fn payloads(events: &[Value]) -> Vec<i64> {
     events
         .iter()
@@ -126,18 +113,14 @@ async fn three_nodes(engine: &str) {
     let http = reqwest::Client::new();
 
     // The page is rendered through node 0; its clients connect to nodes 1 and 2.
-    let page: Value = http
-        .post(format!("{}/api/page", urls[0]))
-        .bearer_auth(KEY)
-        .json(
-            &json!({"user": 42, "channels": [{"contextid": 1, "component": "mod_n", "area": "x"}]}),
-        )
-        .send()
-        .await
-        .expect("page")
-        .json()
-        .await
-        .expect("json");
+    let page = page(
+        &http,
+        &urls[0],
+        KEY,
+        42,
+        json!({"contextid": 1, "component": "mod_n", "area": "x"}),
+    )
+    .await;
     let mut wsock = ws::connect(&urls[1]).await;
     ws::send(&mut wsock, ws::subscribe_frame(&page, &page["cursor"])).await;
     assert_eq!(ws::frame(&mut wsock).await["type"], "recovered");

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{rss_kib, Server};
+use common::{page, rss_kib, Server};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -43,16 +43,7 @@ async fn a_reader_that_stops_is_cut_off_and_memory_stays_bounded() {
     );
     let http = reqwest::Client::new();
     let channel = json!({"contextid": 1, "component": "mod_a", "area": "x"});
-    let page: Value = http
-        .post(format!("{}/api/page", server.url))
-        .bearer_auth("k")
-        .json(&json!({"user": 1, "channels": [channel]}))
-        .send()
-        .await
-        .expect("page")
-        .json()
-        .await
-        .expect("json");
+    let page = page(&http, &server.url, "k", 1, channel.clone()).await;
 
     let mut slow = subscribed(&server.url, &page).await;
     let mut good = subscribed(&server.url, &page).await;

@@ -123,7 +123,7 @@ impl PrivatePostgres {
             .local_addr()
             .expect("addr")
             .port();
-        let pg = PrivatePostgres { port, dir, bin };
+        let mut pg = PrivatePostgres { port, dir, bin };
         pg.up();
         pg
     }
@@ -147,7 +147,7 @@ impl PrivatePostgres {
     }
 
     /// Starts the server and waits until it accepts connections.
-    pub fn up(&self) {
+    pub fn up(&mut self) {
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
@@ -167,7 +167,7 @@ impl PrivatePostgres {
     }
 
     /// Stops it at once (clients are disconnected).
-    pub fn down(&self) {
+    pub fn down(&mut self) {
         assert!(self.ctl(&["-w", "-m", "immediate", "stop"]), "pg_ctl stop");
     }
 }
@@ -239,4 +239,42 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.down();
     }
+}
+
+/// A page config for `user` and one `channel`, from `POST /api/page` with `key`.
+pub async fn page(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    user: i64,
+    channel: serde_json::Value,
+) -> serde_json::Value {
+    let res = http
+        .post(format!("{url}/api/page"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"user": user, "channels": [channel]}))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(res.status(), 200);
+    res.json().await.expect("json")
+}
+
+/// One `POST /poll` with the page's first subscription, from `cursor`, through `url`.
+pub async fn poll(
+    http: &reqwest::Client,
+    url: &str,
+    page: &serde_json::Value,
+    cursor: &serde_json::Value,
+) -> serde_json::Value {
+    let sub = &page["subscriptions"][0];
+    http.post(format!("{url}/poll"))
+        .bearer_auth(page["usertoken"].as_str().expect("usertoken"))
+        .json(&serde_json::json!({"subscriptions": [{"channel": sub["channel"], "token": sub["token"]}], "cursor": cursor}))
+        .send()
+        .await
+        .expect("poll")
+        .json()
+        .await
+        .expect("json")
 }
