@@ -46,7 +46,136 @@ where
     append_read_order_and_filter(make().await).await;
     concurrent_appends(make().await).await;
     purge_floor_and_no_reuse(make().await).await;
+    resume_exactly_once_through_a_hub(make().await, 10_000).await;
+    resume_exactly_once_through_a_hub(make().await, 3).await;
+    retention_is_told_through_a_hub(make().await).await;
     changes_fire_on_append(make().await).await;
+}
+
+/// A hub over `e` with its tail running, and the token that stops it.
+async fn hub_over(
+    e: Arc<dyn Engine>,
+    cache: usize,
+) -> (Arc<crate::hub::Hub>, tokio_util::sync::CancellationToken) {
+    let hub = crate::hub::Hub::new(e, cache).await.expect("hub");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(
+        hub.clone()
+            .run_tail(Duration::from_millis(50), cancel.clone()),
+    );
+    (hub, cancel)
+}
+
+/// Waits until the hub has taken `id` from the engine.
+async fn hub_reaches(hub: &crate::hub::Hub, id: EventId) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while hub.head().id < id {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hub's tail did not reach {id:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Resuming from any cursor delivers every later event of the channel once, in order, from
+/// the hub's cache or (with a tiny cache) from the engine.
+async fn resume_exactly_once_through_a_hub(e: Arc<dyn Engine>, cache: usize) {
+    let (hub, cancel) = hub_over(e.clone(), cache).await;
+    let start = hub.head();
+    let mut mine = Vec::new();
+    let mut last = EventId(0);
+    for i in 0..30 {
+        let component = if i % 3 == 0 { "mod_other" } else { "mod_mine" };
+        let stored = e
+            .append(vec![new_event(component, "x", 0, &i.to_string())])
+            .await
+            .expect("append");
+        if component == "mod_mine" {
+            mine.push(stored[0].id);
+        }
+        last = stored[0].id;
+    }
+    hub_reaches(&hub, last).await;
+    let hash = new_event("mod_mine", "x", 0, "0").hash;
+    let hashes = std::slice::from_ref(&hash);
+    // Read it all in small steps from the start, then again from the middle.
+    for (from, expect) in [
+        (start.clone(), &mine[..]),
+        (
+            crate::Cursor {
+                epoch: start.epoch.clone(),
+                id: mine[9],
+            },
+            &mine[10..],
+        ),
+    ] {
+        let mut cursor = from;
+        let mut got = Vec::new();
+        loop {
+            let batch = hub.fetch(hashes, &cursor, 4).await.expect("fetch");
+            assert!(batch.recovered, "a retained cursor resumes");
+            if batch.events.is_empty() {
+                break;
+            }
+            got.extend(batch.events.iter().map(|ev| ev.id));
+            cursor = batch.cursor;
+        }
+        assert_eq!(
+            got, expect,
+            "every later event once, in order (cache of {cache})"
+        );
+    }
+    cancel.cancel();
+}
+
+/// A cursor older than retention is told `recovered: false` with a cursor that then resumes.
+async fn retention_is_told_through_a_hub(e: Arc<dyn Engine>) {
+    let (hub, cancel) = hub_over(e.clone(), 10_000).await;
+    let old = hub.head();
+    let stored = e
+        .append(
+            (0..3)
+                .map(|i| new_event("mod_r", "x", 0, &i.to_string()))
+                .collect(),
+        )
+        .await
+        .expect("append");
+    hub_reaches(&hub, stored[2].id).await;
+    e.purge(now_secs() + 10).await.expect("purge");
+    let hash = stored[0].hash.clone();
+    // The hub learns the floor at its next position check.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let batch = loop {
+        let batch = hub
+            .fetch(std::slice::from_ref(&hash), &old, 100)
+            .await
+            .expect("fetch");
+        if !batch.recovered {
+            break batch;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a purged cursor was never told"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(batch.events.is_empty());
+    let next = e
+        .append(vec![new_event("mod_r", "x", 0, "\"after\"")])
+        .await
+        .expect("append");
+    hub_reaches(&hub, next[0].id).await;
+    let resumed = hub
+        .fetch(std::slice::from_ref(&hash), &batch.cursor, 100)
+        .await
+        .expect("fetch");
+    assert!(resumed.recovered);
+    assert_eq!(
+        resumed.events.iter().map(|ev| ev.id).collect::<Vec<_>>(),
+        vec![next[0].id]
+    );
+    cancel.cancel();
 }
 
 async fn append_read_order_and_filter(e: Arc<dyn Engine>) {
