@@ -35,6 +35,8 @@ pub(crate) async fn main(args: ServeArgs, env: Env) -> Result<(), String> {
             path.display()
         );
     }
+    // The recorder first, so that what the node registers at start is recorded.
+    let metrics = metrics_route()?;
     let engine = open_engine(&s).await?;
     let engine_name = engine.name();
     let listen = s.config.server.listen.clone();
@@ -48,7 +50,7 @@ pub(crate) async fn main(args: ServeArgs, env: Env) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("reading the bound address: {e}"))?;
     tracing::info!(%addr, engine = engine_name, "realtime started");
-    let mut app = rt.router();
+    let mut app = rt.router().merge(metrics);
     if demo::enabled(&rt.config().server.demo, &addr) {
         app = app.merge(demo::router(&rt));
         eprintln!("realtime: the demo page is at http://{addr}/demo");
@@ -107,4 +109,27 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
+}
+
+/// `GET /metrics` in Prometheus format, from a recorder installed for this process. No
+/// credential, like `/healthz`: keep it on the internal network (see docs/deploy.md).
+fn metrics_route() -> Result<axum::Router, String> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("installing the metrics recorder: {e}"))?;
+    Ok(axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    handle.render(),
+                )
+            }
+        }),
+    ))
 }

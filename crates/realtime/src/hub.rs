@@ -326,6 +326,7 @@ impl Hub {
     async fn catch_up(&self) -> bool {
         loop {
             let after = self.read_state().head;
+            metrics::counter!(crate::telemetry::ENGINE_READS, "path" => "tail").increment(1);
             match self.engine.read(after, None, TAIL_BATCH).await {
                 Ok(events) => {
                     self.healthy.store(true, Ordering::Relaxed);
@@ -370,6 +371,7 @@ impl Hub {
                     st.cache_floor = old.id;
                 }
             }
+            metrics::gauge!(crate::telemetry::CACHED_EVENTS).set(st.cache.len() as f64);
         }
         let map = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         for c in &fresh {
@@ -439,6 +441,7 @@ impl Hub {
         // Older than the cache: one engine read, then the floor (read after, so that a purge
         // racing with the read is noticed).
         let head_before = self.read_state().head;
+        metrics::counter!(crate::telemetry::ENGINE_READS, "path" => "resume").increment(1);
         let events = self.engine.read(cursor.id, Some(hashes), limit).await?;
         let pos = self.engine.position().await?;
         if pos.epoch != cursor.epoch || cursor.id < pos.floor {

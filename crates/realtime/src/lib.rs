@@ -41,6 +41,7 @@ pub mod hub;
 mod node;
 mod router;
 pub mod secret;
+pub mod telemetry;
 #[cfg(feature = "test-util")]
 pub mod testing;
 pub mod token;

@@ -107,6 +107,7 @@ impl Realtime {
     /// [`Error::Config`] for a bad setting; an engine error when its position cannot be read.
     pub async fn start(config: Config, secret: Secret, engine: Arc<dyn Engine>) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
+        crate::telemetry::describe();
         let hub = Hub::new(engine.clone(), config.hub.cache_events).await?;
         let handlers = Handlers::new(
             config.webhooks.components.clone(),
@@ -350,6 +351,7 @@ impl Realtime {
             });
         }
         let stored = self.inner.engine.append(batch).await?;
+        metrics::counter!(crate::telemetry::EVENTS_NOTIFIED).increment(stored.len() as u64);
         Ok(stored.iter().map(|e| e.id).collect())
     }
 

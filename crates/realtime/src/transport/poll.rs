@@ -47,6 +47,8 @@ pub async fn poll(
             rt.shutdown_token(),
         )
         .await?;
+    metrics::counter!(crate::telemetry::POLLS).increment(1);
+    crate::telemetry::delivered("poll", batch.events.len());
     Ok((
         [
             (header::CONTENT_TYPE, "application/json"),

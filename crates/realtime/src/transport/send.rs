@@ -35,7 +35,9 @@ pub async fn send(
     JsonBody(req): JsonBody<SendRequest>,
 ) -> Result<Json<SendResponse>> {
     let payload = req.payload.unwrap_or_else(null);
-    let response = rt.send_to_server(user, &req.component, &payload).await?;
+    let response = rt.send_to_server(user, &req.component, &payload).await;
+    crate::telemetry::send("http", response.is_ok());
+    let response = response?;
     Ok(Json(SendResponse { response }))
 }
 

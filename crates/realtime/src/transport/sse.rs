@@ -122,6 +122,7 @@ pub async fn sse(
         heartbeat: Duration::from_millis(cfg.heartbeat_ms),
         cancel: rt.shutdown_token().clone(),
         opening: Some(opening),
+        _open: crate::telemetry::Connection::open("sse"),
     };
     let body = Body::from_stream(futures_util::stream::unfold(state, |mut s| async move {
         let chunk = s.next_chunk().await?;
@@ -148,6 +149,8 @@ struct Stream {
     heartbeat: Duration,
     cancel: CancellationToken,
     opening: Option<Bytes>,
+    /// Counts this stream in the connections gauge while it lives.
+    _open: crate::telemetry::Connection,
 }
 
 impl Stream {
@@ -182,6 +185,7 @@ impl Stream {
                 for e in &batch.events {
                     out.extend_from_slice(&e.sse_frame(&epoch));
                 }
+                crate::telemetry::delivered("sse", batch.events.len());
                 self.cursor = batch.cursor;
                 return Some(Bytes::from(out));
             }

@@ -108,6 +108,7 @@ struct Connection {
 
 impl Connection {
     async fn run(rt: Realtime, socket: WebSocket) {
+        let _open = crate::telemetry::Connection::open("websocket");
         let (sink, mut stream) = socket.split();
         let cfg = rt.config().websocket.clone();
         let first = timeout(
@@ -399,6 +400,7 @@ impl Connection {
                         Err(e) => Err(Error::Internal(format!("re-serialising a payload: {e}"))),
                     };
                     in_flight.fetch_sub(1, Ordering::AcqRel);
+                    crate::telemetry::send("websocket", answer.is_ok());
                     let _ = replies.send(reply_frame(&id, answer)).await;
                 });
                 Ok(())
@@ -448,6 +450,7 @@ impl Connection {
             .map(|e| Message::Text(e.ws_frame(&epoch)))
             .collect();
         self.write(frames).await?;
+        crate::telemetry::delivered("websocket", batch.events.len());
         self.cursor = batch.cursor;
         Ok(())
     }
@@ -469,7 +472,10 @@ impl Connection {
         match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Close(1000, "gone")),
-            Err(_) => Err(Close(CLOSE_SLOW_CONSUMER, "slow consumer")),
+            Err(_) => {
+                metrics::counter!(crate::telemetry::SLOW_CONSUMERS).increment(1);
+                Err(Close(CLOSE_SLOW_CONSUMER, "slow consumer"))
+            }
         }
     }
 }
