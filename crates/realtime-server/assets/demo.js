@@ -35,8 +35,8 @@
 //   state.current                           runid shown in the delivery card (null after Reset)
 //   state.push                              {status, count, delayMs, answered, ok, bad, errors[],
 //                                            roundtrips[] (ms), via {websocket|http: n}}
-//   state.clock                             {calibrated, calibrating, offset, adjusted, toServer,
-//                                            fromServer, error}
+//   state.clock                             {calibrated, calibrating, offset (ms, server − browser),
+//                                            adjusted, toServer, fromServer (avg ms), error, calibrations}
 // Element ids (stable): #demo[data-ready], #transport[data-transport], #transport-mode[data-mode],
 //   #force-auto, #force-websocket, #force-sse, #force-poll (radio buttons), #transports-offered,
 //   #clock-offset[data-offset][data-calibrated], #clock-recalibrate,
@@ -73,7 +73,10 @@ const state = {
     runs: {},
     current: null,
     push: idlePush(),
-    clock: {calibrated: false, calibrating: false, offset: 0, adjusted: false, toServer: null, fromServer: null, error: null},
+    clock: {
+        calibrated: false, calibrating: false, offset: 0, adjusted: false, toServer: null, fromServer: null, error: null,
+        calibrations: 0,
+    },
 };
 /** Per run: the seqs seen (a Set, kept out of `state` so that it stays plain JSON). */
 const seen = new Map();
@@ -470,6 +473,7 @@ async function calibrate() {
         Object.assign(state.clock, {
             calibrated: true, offset, adjusted: Math.abs(offset) > OFFSET_THRESHOLD_MS,
             toServer: avg(toServer), fromServer: avg(fromServer), error: null,
+            calibrations: state.clock.calibrations + 1,
         });
     } catch (err) {
         state.clock.error = err.message;

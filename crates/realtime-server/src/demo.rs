@@ -86,19 +86,9 @@ fn asset(kind: &'static str, body: &'static str) -> Response {
 }
 
 async fn page(State(rt): State<Realtime>, headers: HeaderMap) -> Result<Response, Error> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    let url = if rt.config().server.public_url.is_empty() {
-        format!("http://{host}")
-    } else {
-        rt.config()
-            .server
-            .public_url
-            .trim_end_matches('/')
-            .to_string()
-    };
+    // As `POST /api/page` does: `server.public_url`, else the scheme and host a proxy says
+    // the browser used, else the request's own.
+    let url = realtime::api::base_url(&rt, &headers);
     let config = rt.page(DEMO_USER, &[demo_channel()], url).await?;
     let config =
         serde_json::to_string(&config).map_err(|e| Error::Internal(format!("page config: {e}")))?;

@@ -66,7 +66,7 @@ pub async fn page(
 
 /// The base URL of the client endpoints: `server.public_url`, else the scheme and Host of the
 /// request (honouring `X-Forwarded-Proto` and `X-Forwarded-Host` from a proxy).
-fn base_url(rt: &Realtime, headers: &HeaderMap) -> String {
+pub fn base_url(rt: &Realtime, headers: &HeaderMap) -> String {
     let public = rt.config().server.public_url.trim_end_matches('/');
     if !public.is_empty() {
         return public.to_string();

@@ -1,0 +1,70 @@
+//! The demo page (`/demo`) in a real browser: the tests in `e2e/` at the repository root drive
+//! Debian's headless Chromium with playwright-core under Node's test runner, against this build
+//! of the `realtime` binary, so that `cargo test --workspace` runs them too.
+//!
+//! Needs Node.js 20+ with npm, and Chromium at `/usr/bin/chromium` (or `$CHROMIUM_PATH`).
+//! A missing Chromium fails this test: CI installs it, and a skipped browser test would hide a
+//! broken page.
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn demo_page_works_in_a_real_browser() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let e2e = root.join("e2e");
+    let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).is_file(),
+        "the browser tests need Chromium at {chromium}, and it is missing: \
+         `apt-get install -y chromium` (Debian), or set CHROMIUM_PATH"
+    );
+
+    if !e2e
+        .join("node_modules/playwright-core/package.json")
+        .is_file()
+    {
+        let out = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&e2e)
+            .output()
+            .expect("npm runs (install Node.js 20 or later with npm)");
+        assert!(
+            out.status.success(),
+            "`npm ci` in e2e/ failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let out = Command::new("node")
+        .args(["--test", "--test-reporter=spec", "e2e/"])
+        .current_dir(&root)
+        .env("REALTIME_BIN", env!("CARGO_BIN_EXE_realtime"))
+        .output()
+        .expect("node runs (install Node.js 20 or later)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success(),
+        "the browser tests failed (screenshots in e2e/artifacts/):\n{stdout}\n{stderr}"
+    );
+    // The spec reporter ends with counts; make sure the tests actually ran.
+    let count = |word: &str| {
+        stdout
+            .lines()
+            .find_map(|l| {
+                l.trim_start_matches(|c: char| !c.is_ascii_alphabetic())
+                    .strip_prefix(word)
+            })
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let (passed, skipped) = (count("pass "), count("skipped "));
+    assert!(
+        passed >= 18 && skipped == 0,
+        "expected the 18 browser tests to run and pass, saw {passed} passing, {skipped} skipped:\n{stdout}"
+    );
+}
