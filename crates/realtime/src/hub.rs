@@ -12,7 +12,7 @@
 //! - Listeners are registered per channel hash and must not block (a long-poll's listener
 //!   just wakes its request).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
@@ -128,9 +128,64 @@ pub struct Batch {
     pub recovered: bool,
 }
 
+/// Recent events in id order, and the same events indexed by channel, so that a client reads
+/// only its own channels' events after its cursor (not every event since, which made the cost
+/// of a wake-up grow with the traffic of all other channels).
+#[derive(Debug, Default)]
+struct Cache {
+    all: VecDeque<Arc<CachedEvent>>,
+    by_hash: HashMap<ChannelHash, VecDeque<Arc<CachedEvent>>>,
+}
+
+impl Cache {
+    fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    fn push(&mut self, e: Arc<CachedEvent>) {
+        self.by_hash
+            .entry(e.hash.clone())
+            .or_default()
+            .push_back(e.clone());
+        self.all.push_back(e);
+    }
+
+    /// Drops the oldest event (also the oldest of its channel) and returns its id.
+    fn pop(&mut self) -> Option<EventId> {
+        let old = self.all.pop_front()?;
+        if let Some(q) = self.by_hash.get_mut(&old.hash) {
+            q.pop_front();
+            if q.is_empty() {
+                self.by_hash.remove(&old.hash);
+            }
+        }
+        Some(old.id)
+    }
+
+    fn oldest(&self) -> Option<EventId> {
+        self.all.front().map(|e| e.id)
+    }
+
+    /// Events of `hashes` with an id above `after`, ascending, at most `limit`.
+    fn after(&self, hashes: &[ChannelHash], after: EventId, limit: usize) -> Vec<Arc<CachedEvent>> {
+        let mut out: Vec<Arc<CachedEvent>> = Vec::new();
+        for h in hashes {
+            if let Some(q) = self.by_hash.get(h) {
+                let start = q.partition_point(|e| e.id <= after);
+                out.extend(q.range(start..).take(limit).cloned());
+            }
+        }
+        if hashes.len() > 1 {
+            out.sort_unstable_by_key(|e| e.id);
+        }
+        out.truncate(limit);
+        out
+    }
+}
+
 #[derive(Debug)]
 struct State {
-    cache: VecDeque<Arc<CachedEvent>>,
+    cache: Cache,
     /// Every event with `cache_floor < id <= head` is in `cache`.
     cache_floor: EventId,
     /// The store's incarnation; it changes when the engine's store is replaced or lost.
@@ -198,7 +253,7 @@ impl Hub {
             capacity: capacity.max(1),
             state: RwLock::new(State {
                 epoch: pos.epoch,
-                cache: VecDeque::new(),
+                cache: Cache::default(),
                 cache_floor: pos.head,
                 head: pos.head,
                 floor: pos.floor,
@@ -306,7 +361,7 @@ impl Hub {
             tracing::warn!(old = %st.epoch.0, new = %pos.epoch.0, "the engine's store changed; clients will resume with recovered:false");
             let previous = Some((st.epoch.clone(), pos.floor));
             *st = State {
-                cache: VecDeque::new(),
+                cache: Cache::default(),
                 cache_floor: pos.head,
                 head: pos.head,
                 floor: pos.floor,
@@ -363,12 +418,12 @@ impl Hub {
                     continue;
                 }
                 st.head = c.id;
-                st.cache.push_back(c.clone());
+                st.cache.push(c.clone());
                 fresh.push(c);
             }
             while st.cache.len() > self.capacity {
-                if let Some(old) = st.cache.pop_front() {
-                    st.cache_floor = old.id;
+                if let Some(old) = st.cache.pop() {
+                    st.cache_floor = old;
                 }
             }
             metrics::gauge!(crate::telemetry::CACHED_EVENTS).set(st.cache.len() as f64);
@@ -388,7 +443,7 @@ impl Hub {
     /// when the cache no longer reaches back to `after`.
     fn cached_after(
         &self,
-        hashes: &HashSet<&ChannelHash>,
+        hashes: &[ChannelHash],
         cursor: &Cursor,
         limit: usize,
     ) -> Option<(Vec<Arc<CachedEvent>>, EventId)> {
@@ -397,18 +452,12 @@ impl Hub {
         if after < st.cache_floor || cursor.epoch != st.epoch {
             return None;
         }
-        let start = st.cache.partition_point(|e| e.id <= after);
-        let mut out = Vec::new();
-        let mut checked = after.max(st.head);
-        for e in st.cache.range(start..) {
-            if hashes.contains(&e.hash) {
-                out.push(e.clone());
-                if out.len() == limit {
-                    checked = e.id;
-                    break;
-                }
-            }
-        }
+        let out = st.cache.after(hashes, after, limit);
+        // Everything up to the head was looked at, unless the answer was cut at `limit`.
+        let checked = match out.last() {
+            Some(e) if out.len() == limit => e.id,
+            _ => after.max(st.head),
+        };
         Some((out, checked))
     }
 
@@ -427,8 +476,7 @@ impl Hub {
         if cursor.epoch != self.epoch() {
             return Ok(self.not_recovered(cursor));
         }
-        let set: HashSet<&ChannelHash> = hashes.iter().collect();
-        if let Some((events, checked)) = self.cached_after(&set, cursor, limit) {
+        if let Some((events, checked)) = self.cached_after(hashes, cursor, limit) {
             return Ok(Batch {
                 events,
                 cursor: Cursor {
@@ -527,8 +575,8 @@ impl Hub {
             return;
         }
         st.floor = floor;
-        while st.cache.front().is_some_and(|e| e.id <= floor) {
-            st.cache.pop_front();
+        while st.cache.oldest().is_some_and(|id| id <= floor) {
+            st.cache.pop();
         }
         st.cache_floor = st.cache_floor.max(floor);
     }
