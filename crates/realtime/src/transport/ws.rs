@@ -81,14 +81,20 @@ pub async fn upgrade(
     check_origin(&rt, &headers)?;
     let max = rt.config().websocket.max_frame_bytes;
     Ok(ws
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        // Clients send little (a subscribe, small sends): a small read buffer keeps an idle
+        // connection small; a larger frame is still read whole (tungstenite reserves its length).
+        .read_buffer_size(1024)
+        // Frames fed in one batch go out in one write (flushed at the end of the batch),
+        // instead of one write syscall per frame.
+        .write_buffer_size(16 * 1024)
         .max_write_buffer_size(max.max(64 * 1024) * 4)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
             let tracker = rt.tracker().clone();
-            tracker.spawn(Connection::run(rt, socket)).await.ok();
+            // Run on the upgrade's own task (tracked): a second task per connection would cost
+            // its memory and a wake-up for nothing.
+            tracker.track_future(Connection::run(rt, socket)).await;
         }))
 }
 
@@ -133,10 +139,15 @@ impl Connection {
             Err(_) => Err(Close(CLOSE_BAD_SUBSCRIBE, "no subscribe frame in time")),
             Ok(Err(close)) => Err(close),
             Ok(Ok(None)) => return,
-            Ok(Ok(Some(text))) => match conn.start(&text).await {
-                Ok(()) => conn.serve(&mut stream, &cfg).await,
-                Err(close) => Err(close),
-            },
+            Ok(Ok(Some(text))) => {
+                let started = conn.start(&text).await;
+                // The subscribe frame is not needed for the connection's life.
+                drop(text);
+                match started {
+                    Ok(()) => conn.serve(&mut stream, &cfg).await,
+                    Err(close) => Err(close),
+                }
+            }
         };
         let Close(code, reason) = match outcome {
             Ok(()) => {
@@ -268,7 +279,8 @@ impl Connection {
         cfg: &crate::config::WebSocketConfig,
     ) -> Result<(), Close> {
         let cancel = self.rt.shutdown_token().clone();
-        let (reply_tx, mut reply_rx) = mpsc::channel::<String>(cfg.sends_in_flight);
+        // The channel of send replies is made on the first send: most connections never send.
+        let mut replies: Option<Replies> = None;
         let in_flight = Arc::new(AtomicUsize::new(0));
         let mut ping = tokio::time::interval(Duration::from_millis(cfg.ping_interval_ms));
         ping.tick().await;
@@ -283,14 +295,14 @@ impl Connection {
                     match msg {
                         None | Some(Ok(Message::Close(_))) => return Ok(()),
                         Some(Err(e)) => return Err(read_error(&e)),
-                        Some(Ok(Message::Text(text))) => self.on_frame(&text, &reply_tx, &in_flight, cfg.sends_in_flight).await?,
+                        Some(Ok(Message::Text(text))) => self.on_frame(&text, &mut replies, &in_flight, cfg.sends_in_flight).await?,
                         Some(Ok(Message::Binary(_))) => {
                             self.error_frame(Error::bad_request("invalid_request", "frames are JSON text")).await?;
                         }
                         Some(Ok(_)) => {}
                     }
                 }
-                Some(reply) = reply_rx.recv() => self.write(vec![Message::Text(reply.into())]).await?,
+                Some(reply) = next_reply(&mut replies) => self.write(vec![Message::Text(reply.into())]).await?,
                 _ = self.wake.0.notified() => self.pump().await?,
                 _ = ping.tick() => {
                     if last_heard.elapsed() > dead_after {
@@ -305,7 +317,7 @@ impl Connection {
     async fn on_frame(
         &mut self,
         text: &str,
-        replies: &mpsc::Sender<String>,
+        replies: &mut Option<Replies>,
         in_flight: &Arc<AtomicUsize>,
         max: usize,
     ) -> Result<(), Close> {
@@ -391,7 +403,7 @@ impl Connection {
                 let (rt, user, replies, in_flight) = (
                     self.rt.clone(),
                     self.user,
-                    replies.clone(),
+                    replies.get_or_insert_with(|| mpsc::channel(max)).0.clone(),
                     in_flight.clone(),
                 );
                 self.rt.tracker().spawn(async move {
@@ -477,6 +489,17 @@ impl Connection {
                 Err(Close(CLOSE_SLOW_CONSUMER, "slow consumer"))
             }
         }
+    }
+}
+
+/// A connection's send replies: the sender for the handler tasks, the receiver for the loop.
+type Replies = (mpsc::Sender<String>, mpsc::Receiver<String>);
+
+/// The next send reply; never, before the first send.
+async fn next_reply(replies: &mut Option<Replies>) -> Option<String> {
+    match replies {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
