@@ -473,7 +473,7 @@ impl Hub {
         cursor: &Cursor,
         limit: usize,
     ) -> Result<Batch> {
-        if cursor.epoch != self.epoch() {
+        if cursor.epoch != self.read_state().epoch {
             return Ok(self.not_recovered(cursor));
         }
         if let Some((events, checked)) = self.cached_after(hashes, cursor, limit) {

@@ -180,10 +180,9 @@ impl Stream {
                 )));
             }
             if !batch.events.is_empty() {
-                let epoch = batch.cursor.epoch.clone();
                 let mut out = Vec::new();
                 for e in &batch.events {
-                    out.extend_from_slice(&e.sse_frame(&epoch));
+                    out.extend_from_slice(&e.sse_frame(&batch.cursor.epoch));
                 }
                 crate::telemetry::delivered("sse", batch.events.len());
                 self.cursor = batch.cursor;

@@ -455,11 +455,10 @@ impl Connection {
     }
 
     async fn deliver(&mut self, batch: crate::hub::Batch) -> Result<(), Close> {
-        let epoch = batch.cursor.epoch.clone();
         let frames: Vec<Message> = batch
             .events
             .iter()
-            .map(|e| Message::Text(e.ws_frame(&epoch)))
+            .map(|e| Message::Text(e.ws_frame(&batch.cursor.epoch)))
             .collect();
         self.write(frames).await?;
         crate::telemetry::delivered("websocket", batch.events.len());
