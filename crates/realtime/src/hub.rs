@@ -6,7 +6,9 @@
 //!   engine's change signal or, for appends by other processes, every check interval.
 //! - Each event is serialised to JSON once, when it enters the cache; every transport sends
 //!   those same bytes.
-//! - The cache holds a contiguous run of ids `(cache_floor, head]`. A client whose cursor is
+//! - The cache holds a contiguous run of ids `(cache_floor, head]`, indexed by channel; a
+//!   channel also remembers the newest of its events that left, so a quiet channel's cursor
+//!   below `cache_floor` is still answered from memory. A client whose cursor is
 //!   inside it is answered from memory with no engine query; an older cursor is answered by
 //!   one engine read (and `recovered: false` when retention has passed it).
 //! - Listeners are registered per channel hash and must not block (a long-poll's listener
@@ -134,10 +136,34 @@ pub struct Batch {
 #[derive(Debug, Default)]
 struct Cache {
     all: VecDeque<Arc<CachedEvent>>,
-    by_hash: HashMap<ChannelHash, VecDeque<Arc<CachedEvent>>>,
+    /// Per channel: its cached events, and the newest of its events that left the cache. A
+    /// channel whose events have all left keeps its entry (bounded by `forget_quiet`), so that
+    /// the cursor of a channel quieter than the cache's span is still answered from memory:
+    /// the cache holds the last N events of all channels, which at a high total rate is a short
+    /// time, and a quiet channel's client would otherwise need an engine read at every wake-up.
+    by_hash: HashMap<ChannelHash, Chan>,
+    /// Below this id the per-channel record is incomplete: the hub's start, a reset, the
+    /// retention floor, or channels forgotten to bound the map.
+    known_from: EventId,
+}
+
+/// One channel in the cache.
+#[derive(Debug, Default)]
+struct Chan {
+    events: VecDeque<Arc<CachedEvent>>,
+    /// The newest event of this channel that has left the cache.
+    gone: EventId,
 }
 
 impl Cache {
+    /// An empty cache that knows nothing below `id`.
+    fn starting_at(id: EventId) -> Self {
+        Cache {
+            known_from: id,
+            ..Cache::default()
+        }
+    }
+
     fn len(&self) -> usize {
         self.all.len()
     }
@@ -146,6 +172,7 @@ impl Cache {
         self.by_hash
             .entry(e.hash.clone())
             .or_default()
+            .events
             .push_back(e.clone());
         self.all.push_back(e);
     }
@@ -153,13 +180,38 @@ impl Cache {
     /// Drops the oldest event (also the oldest of its channel) and returns its id.
     fn pop(&mut self) -> Option<EventId> {
         let old = self.all.pop_front()?;
-        if let Some(q) = self.by_hash.get_mut(&old.hash) {
-            q.pop_front();
-            if q.is_empty() {
-                self.by_hash.remove(&old.hash);
-            }
+        if let Some(c) = self.by_hash.get_mut(&old.hash) {
+            c.events.pop_front();
+            c.gone = old.id;
         }
         Some(old.id)
+    }
+
+    /// Bounds the map: past `max` channels, those with no cached event are forgotten, and
+    /// `known_from` rises to the newest id any of them had seen leave.
+    fn forget_quiet(&mut self, max: usize) {
+        if self.by_hash.len() <= max {
+            return;
+        }
+        let mut known = self.known_from;
+        self.by_hash.retain(|_, c| {
+            if c.events.is_empty() {
+                known = known.max(c.gone);
+                false
+            } else {
+                true
+            }
+        });
+        self.known_from = known;
+    }
+
+    /// Whether every event of `hashes` after `after` is still cached, for a cursor below the
+    /// oldest cached event: no event of these channels has left the cache since `after`.
+    fn complete_after(&self, hashes: &[ChannelHash], after: EventId) -> bool {
+        after >= self.known_from
+            && hashes
+                .iter()
+                .all(|h| self.by_hash.get(h).is_none_or(|c| after >= c.gone))
     }
 
     fn oldest(&self) -> Option<EventId> {
@@ -170,9 +222,9 @@ impl Cache {
     fn after(&self, hashes: &[ChannelHash], after: EventId, limit: usize) -> Vec<Arc<CachedEvent>> {
         let mut out: Vec<Arc<CachedEvent>> = Vec::new();
         for h in hashes {
-            if let Some(q) = self.by_hash.get(h) {
-                let start = q.partition_point(|e| e.id <= after);
-                out.extend(q.range(start..).take(limit).cloned());
+            if let Some(c) = self.by_hash.get(h) {
+                let start = c.events.partition_point(|e| e.id <= after);
+                out.extend(c.events.range(start..).take(limit).cloned());
             }
         }
         if hashes.len() > 1 {
@@ -253,7 +305,7 @@ impl Hub {
             capacity: capacity.max(1),
             state: RwLock::new(State {
                 epoch: pos.epoch,
-                cache: Cache::default(),
+                cache: Cache::starting_at(pos.head),
                 cache_floor: pos.head,
                 head: pos.head,
                 floor: pos.floor,
@@ -361,7 +413,7 @@ impl Hub {
             tracing::warn!(old = %st.epoch.0, new = %pos.epoch.0, "the engine's store changed; clients will resume with recovered:false");
             let previous = Some((st.epoch.clone(), pos.floor));
             *st = State {
-                cache: Cache::default(),
+                cache: Cache::starting_at(pos.head),
                 cache_floor: pos.head,
                 head: pos.head,
                 floor: pos.floor,
@@ -426,6 +478,8 @@ impl Hub {
                     st.cache_floor = old;
                 }
             }
+            st.cache
+                .forget_quiet(self.capacity.saturating_mul(2).max(1024));
             metrics::gauge!(crate::telemetry::CACHED_EVENTS).set(st.cache.len() as f64);
         }
         let map = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
@@ -449,7 +503,9 @@ impl Hub {
     ) -> Option<(Vec<Arc<CachedEvent>>, EventId)> {
         let st = self.read_state();
         let after = cursor.id;
-        if after < st.cache_floor || cursor.epoch != st.epoch {
+        if cursor.epoch != st.epoch
+            || (after < st.cache_floor && !st.cache.complete_after(hashes, after))
+        {
             return None;
         }
         let out = st.cache.after(hashes, after, limit);
@@ -579,5 +635,105 @@ impl Hub {
             st.cache.pop();
         }
         st.cache_floor = st.cache_floor.max(floor);
+        st.cache.known_from = st.cache.known_from.max(floor);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::channel::Channel;
+    use crate::engine::{MemoryEngine, Position};
+    use crate::event::NewEvent;
+    use crate::secret::Secret;
+
+    /// The memory engine, counting the reads of the resume path (filtered by channel; the
+    /// tail's reads are not).
+    #[derive(Debug, Default)]
+    struct Counting(MemoryEngine, AtomicUsize);
+
+    #[async_trait]
+    impl Engine for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
+            self.0.append(events).await
+        }
+        async fn read(
+            &self,
+            after: EventId,
+            hashes: Option<&[ChannelHash]>,
+            limit: usize,
+        ) -> Result<Vec<Event>> {
+            if hashes.is_some() {
+                self.1.fetch_add(1, Ordering::Relaxed);
+            }
+            self.0.read(after, hashes, limit).await
+        }
+        async fn position(&self) -> Result<Position> {
+            self.0.position().await
+        }
+        async fn purge(&self, before: i64) -> Result<u64> {
+            self.0.purge(before).await
+        }
+        fn changes(&self) -> Arc<Notify> {
+            self.0.changes()
+        }
+    }
+
+    fn event(contextid: i64) -> NewEvent {
+        let channel = Channel::new(contextid, "mod_x", "a", 0, "").expect("a valid channel");
+        let hash = channel.hash(&Secret::from_bytes(b"hub".to_vec()));
+        let payload = RawValue::from_string("1".into()).expect("JSON");
+        NewEvent {
+            channel,
+            hash,
+            payload,
+        }
+    }
+
+    /// A channel quieter than the cache's span: its client's cursor falls below the oldest
+    /// cached event, yet nothing of its channel left the cache since, so it is answered from
+    /// memory — and an event of its own that did leave still sends it to the engine.
+    #[tokio::test]
+    async fn a_quiet_channel_below_the_cache_floor_is_answered_from_memory() {
+        let engine = Arc::new(Counting::default());
+        let hub = Hub::new(engine.clone(), 4).await.expect("hub");
+        let quiet = event(1).hash;
+        let stored = engine.append(vec![event(1)]).await.expect("append");
+        assert!(hub.catch_up().await);
+        let cursor = Cursor {
+            epoch: hub.epoch(),
+            id: stored[0].id,
+        };
+        // Ten events of other channels push the quiet one's event out of a 4-event cache.
+        for c in 2..12 {
+            engine.append(vec![event(c)]).await.expect("append");
+        }
+        assert!(hub.catch_up().await);
+        let batch = hub
+            .fetch(std::slice::from_ref(&quiet), &cursor, 100)
+            .await
+            .expect("fetch");
+        assert!(batch.recovered && batch.events.is_empty());
+        assert_eq!(batch.cursor.id, hub.head().id);
+        assert_eq!(engine.1.load(Ordering::Relaxed), 0, "no engine read");
+        // From before its own event (which has left the cache), the engine must answer.
+        let older = Cursor {
+            epoch: hub.epoch(),
+            id: EventId(0),
+        };
+        let batch = hub
+            .fetch(std::slice::from_ref(&quiet), &older, 100)
+            .await
+            .expect("fetch");
+        assert_eq!(batch.events.len(), 1);
+        assert_eq!(engine.1.load(Ordering::Relaxed), 1);
     }
 }
