@@ -6,6 +6,8 @@
 //! A missing Chromium fails this test: CI installs it, and a skipped browser test would hide a
 //! broken page.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -37,34 +39,11 @@ fn demo_page_works_in_a_real_browser() {
         );
     }
 
-    let out = Command::new("node")
-        .args(["--test", "--test-reporter=spec", "e2e/"])
-        .current_dir(&root)
-        .env("REALTIME_BIN", env!("CARGO_BIN_EXE_realtime"))
-        .output()
-        .expect("node runs (install Node.js 20 or later)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(
-        out.status.success(),
-        "the browser tests failed (screenshots in e2e/artifacts/):\n{stdout}\n{stderr}"
-    );
-    // The spec reporter ends with counts; make sure the tests actually ran.
-    let count = |word: &str| {
-        stdout
-            .lines()
-            .find_map(|l| {
-                l.trim_start_matches(|c: char| !c.is_ascii_alphabetic())
-                    .strip_prefix(word)
-            })
-            .and_then(|n| n.trim().parse::<u32>().ok())
-            .unwrap_or(0)
-    };
-    let (passed, skipped) = (count("pass "), count("skipped "));
-    assert!(
-        passed >= 18 && skipped == 0,
-        "expected the 18 browser tests to run and pass, saw {passed} passing, {skipped} skipped:\n{stdout}"
+    common::run_node_tests(
+        &root,
+        &[],
+        "e2e/",
+        18,
+        "the browser tests (screenshots in e2e/artifacts/)",
     );
 }

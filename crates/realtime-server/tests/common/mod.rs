@@ -278,3 +278,37 @@ pub async fn poll(
         .await
         .expect("json")
 }
+
+/// Runs `node [flags] --test --test-reporter=spec <dir>/` in `cwd` against this build of the
+/// binary, prints its output, and asserts that it passed with at least `min_passed` tests run
+/// and none skipped (a runner that ran nothing must not look green).
+pub fn run_node_tests(cwd: &Path, flags: &[&str], dir: &str, min_passed: u32, what: &str) {
+    let out = Command::new("node")
+        .args(flags)
+        .args(["--test", "--test-reporter=spec", dir])
+        .current_dir(cwd)
+        .env("REALTIME_BIN", BIN)
+        .output()
+        .expect("node runs (install Node.js 20 or later: .ci/run does)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(out.status.success(), "{what} failed:\n{stdout}\n{stderr}");
+    // The spec reporter ends with counts.
+    let count = |word: &str| {
+        stdout
+            .lines()
+            .find_map(|l| {
+                l.trim_start_matches(|c: char| !c.is_ascii_alphabetic())
+                    .strip_prefix(word)
+            })
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let (passed, skipped) = (count("pass "), count("skipped "));
+    assert!(
+        passed >= min_passed && skipped == 0,
+        "expected {what} to run and pass ({min_passed}+), saw {passed} passing, {skipped} skipped:\n{stdout}"
+    );
+}
