@@ -17,13 +17,7 @@ fn page_config(html: &str) -> Value {
 
 #[tokio::test]
 async fn the_demo_page_runs_events_and_answers_sends() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().to_str().expect("utf-8").to_string();
-    let server = Server::start(
-        dir.path(),
-        &["--listen", "127.0.0.1:0", "--data-dir", &data],
-        &[("REALTIME_API_KEY", "k")],
-    );
+    let (_dir, server) = Server::fresh(&[("REALTIME_API_KEY", "k")]);
     let http = reqwest::Client::new();
     let html = http
         .get(format!("{}/demo", server.url))
@@ -111,13 +105,8 @@ async fn the_demo_page_runs_events_and_answers_sends() {
 
 #[tokio::test]
 async fn the_demo_can_be_turned_off() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().to_str().expect("utf-8").to_string();
-    let server = Server::start(
-        dir.path(),
-        &["--listen", "127.0.0.1:0", "--data-dir", &data],
-        &[("REALTIME_API_KEY", "k"), ("REALTIME_SERVER_DEMO", "off")],
-    );
+    let (_dir, server) =
+        Server::fresh(&[("REALTIME_API_KEY", "k"), ("REALTIME_SERVER_DEMO", "off")]);
     let res = reqwest::get(format!("{}/demo", server.url))
         .await
         .expect("get");

@@ -68,22 +68,11 @@ async fn notify(http: &reqwest::Client, url: &str, payload: i64) -> u16 {
 /// subscriber must end with exactly the acknowledged events, in order. Answers whether the
 /// subscriber was told `not_recovered` on the way.
 async fn restart_mid_stream(engine: &mut dyn Restartable) -> bool {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-        ],
-        &[
-            ("REALTIME_API_KEY", KEY),
-            ("REALTIME_ENGINE_URL", &engine.url()),
-            ("REALTIME_ENGINE_CHECK_INTERVAL_MS", "200"),
-        ],
-    );
+    let (_dir, server) = Server::fresh(&[
+        ("REALTIME_API_KEY", KEY),
+        ("REALTIME_ENGINE_URL", &engine.url()),
+        ("REALTIME_ENGINE_CHECK_INTERVAL_MS", "200"),
+    ]);
     let http = reqwest::Client::new();
     let page = page(
         &http,

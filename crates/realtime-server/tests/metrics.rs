@@ -16,16 +16,10 @@ fn value(metrics: &str, name: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_count_and_polls_make_no_engine_reads() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().to_str().expect("utf-8").to_string();
-    let server = Server::start(
-        dir.path(),
-        &["--listen", "127.0.0.1:0", "--data-dir", &data],
-        &[
-            ("REALTIME_API_KEY", "k"),
-            ("REALTIME_POLL_REQUEST_TIMEOUT_SECS", "0"),
-        ],
-    );
+    let (_dir, server) = Server::fresh(&[
+        ("REALTIME_API_KEY", "k"),
+        ("REALTIME_POLL_REQUEST_TIMEOUT_SECS", "0"),
+    ]);
     let http = reqwest::Client::new();
     let channel = json!({"contextid": 1, "component": "mod_m", "area": "x"});
     let p = page(&http, &server.url, "k", 1, channel.clone()).await;

@@ -29,18 +29,12 @@ async fn subscribed(url: &str, page: &Value) -> Socket {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stops_is_cut_off_and_memory_stays_bounded() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().to_str().expect("utf-8").to_string();
-    let server = Server::start(
-        dir.path(),
-        &["--listen", "127.0.0.1:0", "--data-dir", &data],
-        &[
-            ("REALTIME_API_KEY", "k"),
-            ("REALTIME_WEBSOCKET_WRITE_TIMEOUT_MS", "500"),
-            ("REALTIME_HUB_CACHE_EVENTS", "50"),
-            ("REALTIME_LIMITS_PAYLOAD_BYTES", "131072"),
-        ],
-    );
+    let (_dir, server) = Server::fresh(&[
+        ("REALTIME_API_KEY", "k"),
+        ("REALTIME_WEBSOCKET_WRITE_TIMEOUT_MS", "500"),
+        ("REALTIME_HUB_CACHE_EVENTS", "50"),
+        ("REALTIME_LIMITS_PAYLOAD_BYTES", "131072"),
+    ]);
     let http = reqwest::Client::new();
     let channel = json!({"contextid": 1, "component": "mod_a", "area": "x"});
     let page = page(&http, &server.url, "k", 1, channel.clone()).await;

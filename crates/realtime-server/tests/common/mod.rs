@@ -46,6 +46,19 @@ impl Server {
         Server { child, url }
     }
 
+    /// Starts `realtime serve` on a free port with a fresh data dir (and working directory),
+    /// with `env`; the directory lives as long as the returned guard.
+    pub fn fresh(env: &[(&str, &str)]) -> (tempfile::TempDir, Server) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf-8").to_string();
+        let server = Server::start(
+            dir.path(),
+            &["--listen", "127.0.0.1:0", "--data-dir", &data],
+            env,
+        );
+        (dir, server)
+    }
+
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill")
