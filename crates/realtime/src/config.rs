@@ -33,6 +33,8 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// The Server-Sent Events transport.
     pub sse: SseConfig,
+    /// Where `/metrics` is served and what it asks for (used by the binary).
+    pub metrics: MetricsConfig,
 }
 
 /// `[server]`
@@ -48,8 +50,34 @@ pub struct ServerConfig {
     /// Origins allowed to call the client endpoints from a browser (CORS); `*` allows any.
     /// Client endpoints authenticate with bearer tokens, not cookies, so `*` is safe.
     pub allowed_origins: Vec<String>,
-    /// How long shutdown waits for open requests and tasks, in milliseconds.
+    /// How long shutdown waits for open requests and tasks, in milliseconds (default 5 s).
+    /// Connections still open after it are dropped and the process exits.
     pub drain_timeout_ms: u64,
+    /// How long a client may take to send a request's headers, in milliseconds (default 10 s),
+    /// counted from the connection's accept or from the first byte of a later request: a client
+    /// that dribbles headers (slowloris) is disconnected.
+    pub header_timeout_ms: u64,
+    /// How long a keep-alive connection may wait for its next request with nothing in flight,
+    /// in milliseconds (default 60 s). Responses still being written (SSE streams, long-polls)
+    /// and upgraded WebSockets are never idle.
+    pub idle_timeout_ms: u64,
+    /// How long a request body may take to arrive in full, in milliseconds (default 30 s),
+    /// counted from the end of the headers. A stalled body is answered 408 and the connection
+    /// closed.
+    pub body_timeout_ms: u64,
+    /// Most connections served at once per listener (default 10,000; WebSockets count while
+    /// open). Lowered at start to fit the process's open-file limit, keeping descriptors for the
+    /// engine, files, webhooks and the reserve. Past it (and the reserve), a new connection is
+    /// answered 503 with `Retry-After` and closed.
+    pub max_connections: usize,
+    /// Connections admitted past `max_connections` for the application's paths only
+    /// (`/healthz`, `/api/*`, `/metrics`), with short timeouts (default 64), so the app API
+    /// stays reachable while browsers hold every other connection. Other paths on them are
+    /// answered 503 with `Retry-After`.
+    pub reserve_connections: usize,
+    /// A second address serving the same routes with its own connection cap, for the
+    /// application only (bind it to an internal interface); empty = none (the default).
+    pub api_listen: String,
     /// The demo page at `/demo` (the original's test page): `auto` serves it when listening on
     /// a loopback address only, `on` always, `off` never.
     pub demo: String,
@@ -63,6 +91,12 @@ impl Default for ServerConfig {
             public_url: String::new(),
             allowed_origins: vec!["*".into()],
             drain_timeout_ms: 5_000,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_timeout_ms: 30_000,
+            max_connections: 10_000,
+            reserve_connections: 64,
+            api_listen: String::new(),
             demo: "auto".into(),
         }
     }
@@ -286,6 +320,19 @@ impl Default for SseConfig {
     }
 }
 
+/// `[metrics]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A separate address for `/metrics` (such as `10.0.0.11:9187`); when set, `/metrics` is
+    /// served there only. Empty (the default) serves it on the main listener, where anyone who
+    /// reaches the server can read it unless `token` is set (see docs/deploy.md).
+    pub listen: String,
+    /// A bearer token that `/metrics` requires (`Authorization: Bearer <token>`), wherever it
+    /// is served; empty (the default) requires none.
+    pub token: String,
+}
+
 /// The transports this build serves.
 pub const IMPLEMENTED_TRANSPORTS: &[&str] = &["websocket", "sse", "poll"];
 
@@ -300,6 +347,16 @@ impl Config {
                 "server.demo must be auto, on or off, not {:?}",
                 self.server.demo
             ));
+        }
+        let s = &self.server;
+        if s.header_timeout_ms == 0 || s.idle_timeout_ms == 0 || s.body_timeout_ms == 0 {
+            return Err(
+                "server: header_timeout_ms, idle_timeout_ms and body_timeout_ms must be at least 1"
+                    .into(),
+            );
+        }
+        if s.max_connections == 0 {
+            return Err("server.max_connections must be at least 1".into());
         }
         let e = &self.engine;
         if e.check_interval_ms < 200 {

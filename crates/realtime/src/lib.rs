@@ -41,6 +41,7 @@ pub mod hub;
 mod node;
 mod router;
 pub mod secret;
+pub mod serve;
 pub mod telemetry;
 #[cfg(feature = "test-util")]
 pub mod testing;
@@ -55,4 +56,5 @@ pub use handlers::{sign_webhook, HandlerError, SendContext};
 pub use node::{PageConfig, PageSubscription, Realtime, Subscription};
 pub use router::REALTIME_JS;
 pub use secret::Secret;
+pub use serve::{serve, ServeOptions};
 pub use token::UserId;
