@@ -93,6 +93,9 @@ fn main() -> ExitCode {
             Command::Notify(args) => cli::notify(args, env).await,
         }
     });
+    // Tasks still running (a stream the drain dropped, a blocking engine call) must not keep
+    // the process alive: `serve` has already spent the drain timeout on them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
