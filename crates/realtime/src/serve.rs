@@ -264,7 +264,7 @@ pub async fn serve(
             Err(e) => {
                 let kind = if is_fd_limit(&e) { "fd_limit" } else { "other" };
                 counter!(ACCEPT_ERRORS, "kind" => kind).increment(1);
-                errors.log(&e);
+                errors.log(&e, Instant::now());
                 tokio::select! {
                     () = &mut shutdown => break,
                     () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
@@ -378,8 +378,7 @@ struct Throttle {
 }
 
 impl Throttle {
-    fn log(&mut self, e: &io::Error) {
-        let now = Instant::now();
+    fn log(&mut self, e: &io::Error, now: Instant) {
         if self
             .last
             .is_some_and(|t| now.duration_since(t) < ACCEPT_LOG_EVERY)
@@ -830,6 +829,28 @@ mod tests {
         assert_eq!(o.reserve_connections, 64);
         o.fit_to_fd_limit(100);
         assert!(o.max_connections >= 1 && o.max_connections + o.reserve_connections <= 2);
+    }
+
+    /// At the file-descriptor limit `accept` fails on every try (every 100 ms): one line per
+    /// 10 s, not one per try.
+    #[test]
+    fn accept_errors_are_logged_once_per_interval() {
+        let emfile = io::Error::from_raw_os_error(24);
+        assert!(is_fd_limit(&emfile) && !is_connection_error(&emfile));
+        let mut t = Throttle::default();
+        let mut now = Instant::now();
+        t.log(&emfile, now);
+        let first = t.last;
+        for _ in 0..50 {
+            now += ACCEPT_BACKOFF;
+            t.log(&emfile, now);
+        }
+        assert_eq!(t.last, first, "5 s of failures: still the first report");
+        assert_eq!(t.unlogged, 50);
+        now += ACCEPT_LOG_EVERY;
+        t.log(&emfile, now);
+        assert_ne!(t.last, first);
+        assert_eq!(t.unlogged, 0);
     }
 
     #[test]
