@@ -39,6 +39,7 @@ pub mod extract;
 pub mod handlers;
 pub mod hub;
 mod node;
+pub mod limit;
 mod router;
 pub mod secret;
 pub mod telemetry;
