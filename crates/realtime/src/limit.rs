@@ -6,7 +6,8 @@
 //! idle ones (a full bucket is the same as none).
 //!
 //! Also here: who the client is ([`ClientIp`]), from the peer address that the server's
-//! accept loop hands over as axum's `ConnectInfo<SocketAddr>`, or from `X-Forwarded-For` when
+//! accept loop hands over as axum's `ConnectInfo<SocketAddr>` (or `ConnectInfo<PeerAddr>`
+//! behind a [`crate::transport::WriteTimeoutListener`]), or from `X-Forwarded-For` when
 //! that peer is one of `server.trusted_proxies`.
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use ipnet::IpNet;
 use crate::config::Config;
 use crate::error::Error;
 use crate::token::UserId;
+use crate::transport::PeerAddr;
 
 /// Counter of requests refused by a limit, labelled `limit`.
 pub const LIMITED: &str = "realtime_limited_total";
@@ -124,8 +126,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         }
         st.last_sweep = Some(now);
         st.map.retain(|_, b| {
-            b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * self.per_sec
-                < self.burst
+            b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * self.per_sec < self.burst
         });
         st.map.len() < MAX_KEYS
     }
@@ -311,11 +312,7 @@ impl Limits {
     ///
     /// # Errors
     /// 429 `too_many_connections`.
-    pub fn connect_user(
-        &self,
-        permits: &mut ConnectionPermits,
-        user: UserId,
-    ) -> Result<(), Error> {
+    pub fn connect_user(&self, permits: &mut ConnectionPermits, user: UserId) -> Result<(), Error> {
         permits._user = Some(self.per_user.acquire(user)?);
         Ok(())
     }
@@ -380,12 +377,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-/// The peer's address, when the server handed it over.
+/// The peer's address, when the server handed it over: `ConnectInfo<SocketAddr>` (a bare
+/// `TcpListener`) or `ConnectInfo<PeerAddr>` (a [`crate::transport::WriteTimeoutListener`]).
 fn peer(parts: &Parts) -> Option<IpAddr> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_canonical())
+    let ext = &parts.extensions;
+    ext.get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .or_else(|| ext.get::<ConnectInfo<PeerAddr>>().map(|c| c.0 .0))
+        .map(|a| a.ip().to_canonical())
 }
 
 /// Whether the peer of a request is a trusted proxy (so its forwarding headers count).
@@ -428,17 +427,32 @@ mod tests {
     fn forwarded_for_counts_only_from_a_trusted_proxy() {
         let none = limits(&[]);
         let h = xff("203.0.113.9");
-        assert_eq!(none.client_ip(Some(ip("10.0.0.2")), &h), Some(ip("10.0.0.2")));
+        assert_eq!(
+            none.client_ip(Some(ip("10.0.0.2")), &h),
+            Some(ip("10.0.0.2"))
+        );
         let lan = limits(&["10.0.0.0/8"]);
-        assert_eq!(lan.client_ip(Some(ip("10.0.0.2")), &h), Some(ip("203.0.113.9")));
+        assert_eq!(
+            lan.client_ip(Some(ip("10.0.0.2")), &h),
+            Some(ip("203.0.113.9"))
+        );
         // A client cannot hide behind a forged first hop: the nearest untrusted one counts.
         let h = xff("1.2.3.4, 203.0.113.9, 10.0.0.7");
-        assert_eq!(lan.client_ip(Some(ip("10.0.0.2")), &h), Some(ip("203.0.113.9")));
+        assert_eq!(
+            lan.client_ip(Some(ip("10.0.0.2")), &h),
+            Some(ip("203.0.113.9"))
+        );
         // An untrusted peer's header is ignored.
-        assert_eq!(lan.client_ip(Some(ip("192.0.2.1")), &h), Some(ip("192.0.2.1")));
+        assert_eq!(
+            lan.client_ip(Some(ip("192.0.2.1")), &h),
+            Some(ip("192.0.2.1"))
+        );
         // Garbage stops the walk at the last hop a proxy wrote.
         let h = xff("nonsense, 10.0.0.9");
-        assert_eq!(lan.client_ip(Some(ip("10.0.0.2")), &h), Some(ip("10.0.0.9")));
+        assert_eq!(
+            lan.client_ip(Some(ip("10.0.0.2")), &h),
+            Some(ip("10.0.0.9"))
+        );
         assert_eq!(lan.client_ip(None, &h), None);
     }
 

@@ -20,7 +20,7 @@ pub mod sse;
 pub mod write_timeout;
 pub mod ws;
 
-pub use write_timeout::{WriteTimeoutIo, WriteTimeoutListener};
+pub use write_timeout::{PeerAddr, WriteTimeoutIo, WriteTimeoutListener};
 
 /// One subscription as a client presents it: the hash and its token.
 #[derive(Debug, Clone, Deserialize)]

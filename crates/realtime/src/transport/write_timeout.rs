@@ -10,7 +10,17 @@
 //! only a write that waits counts. WebSockets have their own, earlier, timeout (close 4008).
 //!
 //! The `realtime` binary serves through it; an embedder wraps its own listener:
-//! `axum::serve(WriteTimeoutListener::new(listener, timeout), app)`.
+//!
+//! ```no_run
+//! # async fn serve(app: axum::Router) -> std::io::Result<()> {
+//! use realtime::transport::{PeerAddr, WriteTimeoutListener};
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8787").await?;
+//! let listener = WriteTimeoutListener::new(listener, std::time::Duration::from_secs(10));
+//! // `PeerAddr` hands the client's address to the per-address limits (as
+//! // `ConnectInfo<SocketAddr>` does for a bare `TcpListener`).
+//! axum::serve(listener, app.into_make_service_with_connect_info::<PeerAddr>()).await
+//! # }
+//! ```
 
 use std::future::Future;
 use std::io;
@@ -18,7 +28,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::serve::Listener;
+use std::net::SocketAddr;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -47,6 +60,21 @@ impl<L: Listener> Listener for WriteTimeoutListener<L> {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.inner.local_addr()
+    }
+}
+
+/// The peer address of a connection accepted by a [`WriteTimeoutListener`], for
+/// `into_make_service_with_connect_info::<PeerAddr>()` (axum's `SocketAddr` connect info only
+/// knows its own listeners). The limits read it as they read `ConnectInfo<SocketAddr>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl<L> Connected<IncomingStream<'_, WriteTimeoutListener<L>>> for PeerAddr
+where
+    L: Listener<Addr = SocketAddr>,
+{
+    fn connect_info(stream: IncomingStream<'_, WriteTimeoutListener<L>>) -> Self {
+        PeerAddr(*stream.remote_addr())
     }
 }
 

@@ -47,8 +47,8 @@ use crate::event::Cursor;
 use crate::hub::{ListenGuard, Wake};
 use crate::limit::{ClientIp, ConnectionPermits, Limits};
 use crate::token::UserId;
-use std::net::IpAddr;
 use crate::Realtime;
+use std::net::IpAddr;
 
 /// Close code: the credential was refused; the client must not retry.
 pub const CLOSE_CREDENTIAL_REFUSED: u16 = 4001;
@@ -120,7 +120,9 @@ pub async fn upgrade(
                 ip,
                 permits,
             };
-            tracker.track_future(Connection::run(rt, socket, peer)).await;
+            tracker
+                .track_future(Connection::run(rt, socket, peer))
+                .await;
         }))
 }
 
