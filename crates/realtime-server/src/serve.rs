@@ -69,6 +69,11 @@ pub(crate) async fn run(
 ) -> Result<(), String> {
     let cancel = rt.shutdown_token().clone();
     let drain = Duration::from_millis(rt.config().server.drain_timeout_ms);
+    // A client that takes no bytes for `limits.write_timeout_ms` is dropped; the peer address
+    // goes to the per-address limits.
+    let write_timeout = Duration::from_millis(rt.config().limits.write_timeout_ms);
+    let listener = realtime::transport::WriteTimeoutListener::new(listener, write_timeout);
+    let app = app.into_make_service_with_connect_info::<realtime::transport::PeerAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down");
