@@ -160,6 +160,11 @@ class Server:
             env.update({
                 "REALTIME_API_KEY": API_KEY,
                 "REALTIME_SERVER_DEMO": "off",
+                # Thousands of clients of one user from one address: the per-user and per-address
+                # connection limits and the notify rate are for strangers, not for the load generator.
+                "REALTIME_LIMITS_CONNECTIONS_PER_USER": "0",
+                "REALTIME_LIMITS_CONNECTIONS_PER_IP": "0",
+                "REALTIME_RATE_NOTIFY_PER_SEC": "0",
                 "RUST_LOG": "warn",
             })
             env.update(env_extra)

@@ -103,7 +103,7 @@ pub(crate) async fn run(
 ) -> Result<(), String> {
     let cancel = rt.shutdown_token().clone();
     let drain = Duration::from_millis(rt.config().server.drain_timeout_ms);
-    let options = ServeOptions::from_config(&rt.config().server);
+    let options = ServeOptions::from_config(rt.config());
     let stop = CancellationToken::new();
     let signal = stop.clone();
     let deadline = tokio::spawn(async move {

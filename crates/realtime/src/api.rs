@@ -1,6 +1,8 @@
 //! The application-facing API (`/api/*`), for applications in any language. Every route needs
 //! `Authorization: Bearer <api key>`.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +13,8 @@ use serde_json::value::RawValue;
 
 use crate::channel::Channel;
 use crate::error::{Error, Result};
-use crate::extract::{ApiKey, JsonBody};
+use crate::extract::{bearer, ApiKey, JsonBody};
+use crate::limit::{FromTrustedProxy, Limits};
 use crate::node::{PageConfig, Subscription};
 use crate::token::UserId;
 use crate::transport::send::null;
@@ -50,6 +53,7 @@ pub struct PageRequest {
 pub async fn page(
     _: ApiKey,
     State(rt): State<Realtime>,
+    FromTrustedProxy(trusted): FromTrustedProxy,
     headers: HeaderMap,
     JsonBody(req): JsonBody<PageRequest>,
 ) -> Result<Json<PageConfig>> {
@@ -60,13 +64,22 @@ pub async fn page(
             format!("at most {max} channels per page"),
         ));
     }
-    let url = base_url(&rt, &headers);
+    let url = base_url_via(&rt, &headers, trusted);
     Ok(Json(rt.page(req.user, &req.channels, url).await?))
 }
 
-/// The base URL of the client endpoints: `server.public_url`, else the scheme and Host of the
-/// request (honouring `X-Forwarded-Proto` and `X-Forwarded-Host` from a proxy).
+/// The base URL of the client endpoints for a request that did not come through a trusted
+/// proxy: `server.public_url`, else `http://` and the request's `Host`. Forwarding headers are
+/// ignored (anyone can send them); see [`base_url_via`].
 pub fn base_url(rt: &Realtime, headers: &HeaderMap) -> String {
+    base_url_via(rt, headers, false)
+}
+
+/// The base URL of the client endpoints: `server.public_url`, else the scheme and `Host` of
+/// the request, where `X-Forwarded-Proto` and `X-Forwarded-Host` count only when
+/// `from_trusted_proxy` (the peer is one of `server.trusted_proxies`: see
+/// [`crate::limit::FromTrustedProxy`]).
+pub fn base_url_via(rt: &Realtime, headers: &HeaderMap, from_trusted_proxy: bool) -> String {
     let public = rt.config().server.public_url.trim_end_matches('/');
     if !public.is_empty() {
         return public.to_string();
@@ -75,10 +88,17 @@ pub fn base_url(rt: &Realtime, headers: &HeaderMap) -> String {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
+            // A proxy chain appends: the first value is the one the client's side saw.
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
             .map(str::to_string)
     };
-    let proto = get("x-forwarded-proto").unwrap_or_else(|| "http".into());
-    let host = get("x-forwarded-host")
+    let forwarded = |name: &str| if from_trusted_proxy { get(name) } else { None };
+    let proto = forwarded("x-forwarded-proto")
+        .filter(|p| p == "http" || p == "https")
+        .unwrap_or_else(|| "http".into());
+    let host = forwarded("x-forwarded-host")
         .or_else(|| get(header::HOST.as_str()))
         .unwrap_or_else(|| rt.config().server.listen.clone());
     format!("{proto}://{host}")
@@ -112,8 +132,11 @@ pub struct NotifyRequest {
 }
 
 /// `POST /api/notify`: answers `{id}` (or `{ids}` for a batch) once the events are durable.
+/// Requests are counted per API key (a batch is one request): over `rate.notify_per_sec`, 429
+/// `rate_limited` with `Retry-After`, before the body is read.
 pub async fn notify(
     _: ApiKey,
+    _: NotifyRate,
     State(rt): State<Realtime>,
     JsonBody(req): JsonBody<NotifyRequest>,
 ) -> Result<Json<serde_json::Value>> {
@@ -145,6 +168,26 @@ pub async fn notify(
             "invalid_request",
             "give either `channel` and `payload` (one event) or `events` (a batch)",
         )),
+    }
+}
+
+/// Proof that this request is within its API key's rate of notifies: taken before the body is
+/// read, so a refused request costs no more than its headers.
+#[derive(Debug, Clone, Copy)]
+pub struct NotifyRate;
+
+impl axum::extract::FromRequestParts<Realtime> for NotifyRate {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &Realtime,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(limits) = parts.extensions.get::<Arc<Limits>>() else {
+            return Ok(NotifyRate);
+        };
+        limits.notify.check(&bearer(&parts.headers)?.to_string())?;
+        Ok(NotifyRate)
     }
 }
 

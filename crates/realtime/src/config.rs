@@ -35,6 +35,8 @@ pub struct Config {
     pub sse: SseConfig,
     /// Where `/metrics` is served and what it asks for (used by the binary).
     pub metrics: MetricsConfig,
+    /// Rates of what pages and applications may send (token buckets); over them, 429.
+    pub rate: RateConfig,
 }
 
 /// `[server]`
@@ -81,6 +83,12 @@ pub struct ServerConfig {
     /// The demo page at `/demo` (the original's test page): `auto` serves it when listening on
     /// a loopback address only, `on` always, `off` never.
     pub demo: String,
+    /// Proxies whose forwarding headers are believed: IP addresses or CIDR ranges
+    /// (`10.0.0.0/8`, `::1`). Only for a request whose peer is one of them are
+    /// `X-Forwarded-For` (the client address for per-IP limits) and `X-Forwarded-Proto` /
+    /// `X-Forwarded-Host` (the base URL of page configs) honoured. Empty (the default) trusts
+    /// no forwarding header: anyone can send one.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +106,7 @@ impl Default for ServerConfig {
             reserve_connections: 64,
             api_listen: String::new(),
             demo: "auto".into(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -215,6 +224,25 @@ pub struct LimitsConfig {
     pub subscriptions: usize,
     /// Most events in one poll answer (default 1000; the client polls again for the rest).
     pub poll_events: usize,
+    /// Most bytes of event JSON in one poll answer, one SSE batch or one WebSocket batch
+    /// (default 1 MiB). A batch is cut after the event that reaches it (always at least one
+    /// event) and its cursor points at the last event included, so the client continues with
+    /// the rest. This, not `poll_events`, bounds what one connection holds when events are large.
+    pub batch_bytes: usize,
+    /// An HTTP response or SSE stream whose client takes no bytes for this long is dropped, in
+    /// milliseconds (default 10 s, as `websocket.write_timeout_ms`). Enforced on every
+    /// connection by [`crate::serve::serve`] (the `realtime` binary uses it); an embedder that
+    /// serves with `axum::serve` wraps its listener in [`crate::transport::WriteTimeoutListener`].
+    /// An SSE client resumes by `Last-Event-ID`.
+    pub write_timeout_ms: u64,
+    /// Most open streaming connections (WebSockets, SSE streams, waiting long-polls) of one
+    /// user on this node (default 50; 0 = no limit). Over it: 429 `too_many_connections`
+    /// (WebSocket: close 1013).
+    pub connections_per_user: usize,
+    /// Most open streaming connections from one client address on this node (default 500;
+    /// 0 = no limit). The address is the peer's, or `X-Forwarded-For` from a trusted proxy;
+    /// skipped when the server does not know it.
+    pub connections_per_ip: usize,
 }
 
 impl Default for LimitsConfig {
@@ -225,6 +253,10 @@ impl Default for LimitsConfig {
             batch_events: 1_000,
             subscriptions: 100,
             poll_events: 1_000,
+            batch_bytes: 1024 * 1024,
+            write_timeout_ms: 10_000,
+            connections_per_user: 50,
+            connections_per_ip: 500,
         }
     }
 }
@@ -333,6 +365,35 @@ pub struct MetricsConfig {
     pub token: String,
 }
 
+/// `[rate]`: token buckets, refilled at `*_per_sec` and holding at most `*_burst`. A request
+/// over its rate is answered 429 `rate_limited` with `Retry-After`; nothing is done. A rate of
+/// 0 turns that limit off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateConfig {
+    /// Sends to server (`POST /send` and WebSocket `send` frames together) per user per second
+    /// (default 20). A WebSocket `send` over it gets a `reply` with error `rate_limited`.
+    pub send_per_sec: u32,
+    /// How many sends a user may make at once after being quiet (default 40).
+    pub send_burst: u32,
+    /// `POST /api/notify` requests per API key per second (default 5,000; a batch counts as
+    /// one request). The application is trusted; this stops a runaway job, not a user.
+    pub notify_per_sec: u32,
+    /// How many notify requests one API key may make at once (default 10,000).
+    pub notify_burst: u32,
+}
+
+impl Default for RateConfig {
+    fn default() -> Self {
+        RateConfig {
+            send_per_sec: 20,
+            send_burst: 40,
+            notify_per_sec: 5_000,
+            notify_burst: 10_000,
+        }
+    }
+}
+
 /// The transports this build serves.
 pub const IMPLEMENTED_TRANSPORTS: &[&str] = &["websocket", "sse", "poll"];
 
@@ -417,6 +478,21 @@ impl Config {
             return Err(
                 "limits: batch_events, subscriptions and poll_events must be at least 1".into(),
             );
+        }
+        if l.batch_bytes < 1024 || l.write_timeout_ms < 100 {
+            return Err(
+                "limits: batch_bytes must be at least 1024 and write_timeout_ms at least 100"
+                    .into(),
+            );
+        }
+        for p in &self.server.trusted_proxies {
+            crate::limit::parse_proxy(p).map_err(|e| format!("server.trusted_proxies: {e}"))?;
+        }
+        let r = &self.rate;
+        if (r.send_per_sec > 0 && r.send_burst == 0)
+            || (r.notify_per_sec > 0 && r.notify_burst == 0)
+        {
+            return Err("rate: a burst must be at least 1 when its rate is on".into());
         }
         let w = &self.websocket;
         if w.ping_interval_ms < 100 || w.dead_peer_timeout_ms <= w.ping_interval_ms {

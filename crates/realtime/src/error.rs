@@ -3,7 +3,7 @@
 //! Clients get a small JSON body `{"error": {"code", "message"}}` with a fitting status;
 //! details that only operators need (driver errors, paths) go to the log, not the wire.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -60,6 +60,17 @@ pub enum Error {
     /// The engine cannot be used right now; nothing was acknowledged.
     #[error("engine unavailable: {0}")]
     EngineUnavailable(String),
+    /// Over a connection or rate limit: nothing was done; try again after `retry_after_secs`
+    /// (sent as `Retry-After`).
+    #[error("{message}")]
+    TooMany {
+        /// `too_many_connections` or `rate_limited`.
+        code: &'static str,
+        /// Which limit, for people.
+        message: String,
+        /// Whole seconds after which a retry may succeed (at least 1).
+        retry_after_secs: u64,
+    },
     /// The server is shutting down.
     #[error("server is shutting down")]
     ShuttingDown,
@@ -110,6 +121,7 @@ impl Error {
             Error::Handler { status, .. } => *status,
             Error::WebhookFailed(_) => StatusCode::BAD_GATEWAY,
             Error::WebhookTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::EngineUnavailable(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::Config(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -120,7 +132,8 @@ impl Error {
         match self {
             Error::BadRequest { code, .. }
             | Error::Unauthorized { code, .. }
-            | Error::Forbidden { code, .. } => code,
+            | Error::Forbidden { code, .. }
+            | Error::TooMany { code, .. } => code,
             Error::NotFound(_) => "not_found",
             Error::TooLarge(_) => "payload_too_large",
             Error::Handler { code, .. } => code,
@@ -152,7 +165,17 @@ impl IntoResponse for Error {
         } else {
             tracing::debug!(code = self.code(), error = %self, "request refused");
         }
-        (status, Json(self.body())).into_response()
+        let retry_after = match &self {
+            Error::TooMany {
+                retry_after_secs, ..
+            } => Some(retry_after_secs.max(&1).to_string()),
+            _ => None,
+        };
+        let mut response = (status, Json(self.body())).into_response();
+        if let Some(secs) = retry_after.and_then(|s| HeaderValue::from_str(&s).ok()) {
+            response.headers_mut().insert(header::RETRY_AFTER, secs);
+        }
+        response
     }
 }
 

@@ -38,6 +38,7 @@ pub mod event;
 pub mod extract;
 pub mod handlers;
 pub mod hub;
+pub mod limit;
 mod node;
 mod router;
 pub mod secret;

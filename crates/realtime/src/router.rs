@@ -1,14 +1,17 @@
 //! The routes an application mounts: client endpoints (token credentials, CORS for the
 //! configured origins) and the application API (API key).
 
+use std::sync::Arc;
+
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, Method};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::error::Error;
+use crate::limit::Limits;
 use crate::{api, transport, Realtime};
 
 /// The browser client, embedded in the binary.
@@ -46,6 +49,14 @@ async fn not_found() -> Error {
 
 pub(crate) fn router(rt: Realtime) -> Router {
     let limit = rt.config().limits.request_bytes;
+    // The connection and rate limits of this router, shared by its handlers. `validate` has
+    // checked the proxies at start; a bad entry here trusts none rather than failing.
+    let limits = Limits::from_config(rt.config()).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "server.trusted_proxies ignored");
+        let mut c = rt.config().clone();
+        c.server.trusted_proxies.clear();
+        Limits::from_config(&c).expect("invariant: no proxies, nothing to parse")
+    });
     // Only enabled transports are mounted: a disabled one answers 404, as a proxy that blocks
     // it would, and clients fall back.
     let enabled = |t: &str| rt.config().transports.enabled.iter().any(|e| e == t);
@@ -73,5 +84,6 @@ pub(crate) fn router(rt: Realtime) -> Router {
         .merge(app_api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(Extension(Arc::new(limits)))
         .with_state(rt)
 }

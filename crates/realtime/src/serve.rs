@@ -5,7 +5,7 @@
 //! # async fn demo(rt: realtime::Realtime) -> std::io::Result<()> {
 //! use realtime::serve::{bind, serve, ServeOptions};
 //! let listener = bind("0.0.0.0:8787").await?;
-//! let options = ServeOptions::from_config(&rt.config().server);
+//! let options = ServeOptions::from_config(rt.config());
 //! let cancel = rt.shutdown_token().clone();
 //! let shutdown = async move {
 //!     let _ = tokio::signal::ctrl_c().await;
@@ -82,7 +82,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::config::ServerConfig;
+use crate::config::Config;
+use crate::transport::WriteTimeoutIo;
 
 /// Open HTTP connections (upgraded WebSockets included), over every listener.
 pub const HTTP_CONNECTIONS: &str = "realtime_http_connections";
@@ -130,12 +131,17 @@ pub struct ServeOptions {
     pub reserve_paths: Vec<String>,
     /// How long shutdown waits for requests in flight before it drops their connections.
     pub drain_timeout: Duration,
+    /// How long a write may wait for a client that takes no bytes before the connection is
+    /// dropped (`limits.write_timeout_ms`; see [`crate::transport::WriteTimeoutIo`]).
+    pub write_timeout: Duration,
 }
 
 impl ServeOptions {
-    /// The limits set in `[server]`.
-    pub fn from_config(server: &ServerConfig) -> Self {
+    /// The limits set in `[server]`, and the write timeout of `[limits]`.
+    pub fn from_config(config: &Config) -> Self {
+        let server = &config.server;
         ServeOptions {
+            write_timeout: Duration::from_millis(config.limits.write_timeout_ms),
             header_timeout: Duration::from_millis(server.header_timeout_ms),
             idle_timeout: Duration::from_millis(server.idle_timeout_ms),
             body_timeout: Duration::from_millis(server.body_timeout_ms),
@@ -183,7 +189,7 @@ impl ServeOptions {
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions::from_config(&ServerConfig::default())
+        ServeOptions::from_config(&Config::default())
     }
 }
 
@@ -562,7 +568,7 @@ impl Drop for InFlight {
 
 /// The socket, noting reads for the watchdog and holding the connection's place in the count.
 struct Tracked {
-    inner: TcpStream,
+    inner: WriteTimeoutIo<TcpStream>,
     state: Arc<ConnState>,
     _slot: Slot,
 }
@@ -717,7 +723,7 @@ impl Connection {
             (o.header_timeout, o.idle_timeout)
         };
         let io = TokioIo::new(Tracked {
-            inner: stream,
+            inner: WriteTimeoutIo::new(stream, o.write_timeout),
             state: self.state.clone(),
             _slot: slot,
         });

@@ -17,7 +17,10 @@ use crate::Realtime;
 pub mod poll;
 pub mod send;
 pub mod sse;
+pub mod write_timeout;
 pub mod ws;
+
+pub use write_timeout::{PeerAddr, WriteTimeoutIo, WriteTimeoutListener};
 
 /// One subscription as a client presents it: the hash and its token.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +80,29 @@ pub fn batch_json(batch: &Batch) -> Bytes {
     out.extend_from_slice(if batch.recovered { b"true" } else { b"false" });
     out.push(b'}');
     Bytes::from(out)
+}
+
+/// Cuts `batch` to at most `budget` bytes of event JSON (always keeping the first event) and
+/// moves its cursor to the last event kept, so that the client continues with the rest.
+/// Whether anything was cut.
+pub fn cut_to_bytes(batch: &mut Batch, budget: usize) -> bool {
+    let mut total = 0usize;
+    let mut keep = batch.events.len();
+    for (i, e) in batch.events.iter().enumerate() {
+        total = total.saturating_add(e.json.len());
+        if total > budget && i > 0 {
+            keep = i;
+            break;
+        }
+    }
+    if keep == batch.events.len() {
+        return false;
+    }
+    batch.events.truncate(keep);
+    if let Some(last) = batch.events.last() {
+        batch.cursor.id = last.id;
+    }
+    true
 }
 
 /// Refuses a browser request whose `Origin` is outside `server.allowed_origins` (`*` allows

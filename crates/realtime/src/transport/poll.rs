@@ -3,18 +3,24 @@
 //! The request waits on the hub (never on the database) for up to `poll.request_timeout_secs`
 //! and answers as soon as an event for one of its channels exists; a timeout of 0 is short
 //! polling. On shutdown open polls answer at once, empty, with their cursor.
+//!
+//! An answer holds at most `limits.poll_events` events and about `limits.batch_bytes` bytes of
+//! them; its cursor points at the last event included, so the next poll gets the rest. A poll
+//! counts as an open connection of its user and address while it waits (429 beyond the limit).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{authorize, batch_json, SubscriptionRef};
+use super::{authorize, batch_json, cut_to_bytes, SubscriptionRef};
 use crate::error::Result;
 use crate::event::Cursor;
 use crate::extract::{JsonBody, User};
+use crate::limit::{ClientIp, Limits};
 use crate::Realtime;
 
 /// The body of `POST /poll`.
@@ -32,13 +38,16 @@ pub struct PollRequest {
 pub async fn poll(
     User(user): User,
     State(rt): State<Realtime>,
+    Extension(limits): Extension<Arc<Limits>>,
+    ClientIp(ip): ClientIp,
     JsonBody(req): JsonBody<PollRequest>,
 ) -> Result<Response> {
     let hashes = authorize(&rt, user, &req.subscriptions)?;
+    let _permits = limits.connect(user, ip)?;
     let hub = rt.hub();
     let cursor = req.cursor.unwrap_or_else(|| hub.head());
     let timeout = Duration::from_secs(rt.config().poll.request_timeout_secs);
-    let batch = hub
+    let mut batch = hub
         .wait(
             &hashes,
             cursor,
@@ -47,6 +56,7 @@ pub async fn poll(
             rt.shutdown_token(),
         )
         .await?;
+    cut_to_bytes(&mut batch, rt.config().limits.batch_bytes);
     metrics::counter!(crate::telemetry::POLLS).increment(1);
     crate::telemetry::delivered("poll", batch.events.len());
     Ok((

@@ -1,5 +1,10 @@
 //! Send to server over HTTP, `POST /send`: `{component, payload}` in, `{response}` out. The
 //! WebSocket carries the same message as a `send` frame when it is open.
+//!
+//! Sends are counted per user (HTTP and WebSocket together): over `rate.send_per_sec` the
+//! answer is 429 `rate_limited` with `Retry-After`, and the handler is not called.
+
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
@@ -8,6 +13,7 @@ use serde_json::value::RawValue;
 
 use crate::error::Result;
 use crate::extract::{JsonBody, User};
+use crate::limit::{ClientIp, Limits};
 use crate::Realtime;
 
 /// The body of `POST /send`.
@@ -31,6 +37,7 @@ pub struct SendResponse {
 /// `POST /send`, with `Authorization: Bearer <usertoken>`.
 pub async fn send(
     User(user): User,
+    _: SendRate,
     State(rt): State<Realtime>,
     JsonBody(req): JsonBody<SendRequest>,
 ) -> Result<Json<SendResponse>> {
@@ -39,6 +46,34 @@ pub async fn send(
     crate::telemetry::send("http", response.is_ok());
     let response = response?;
     Ok(Json(SendResponse { response }))
+}
+
+/// Proof that this send is within its user's rate: taken after the credential and before the
+/// body is read.
+#[derive(Debug, Clone, Copy)]
+pub struct SendRate;
+
+impl axum::extract::FromRequestParts<Realtime> for SendRate {
+    type Rejection = crate::error::Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        rt: &Realtime,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(limits) = parts.extensions.get::<Arc<Limits>>().cloned() else {
+            return Ok(SendRate);
+        };
+        let User(user) = User::from_request_parts(parts, rt).await?;
+        let ClientIp(ip) = match ClientIp::from_request_parts(parts, rt).await {
+            Ok(ip) => ip,
+            Err(never) => match never {},
+        };
+        if let Err(e) = limits.send(user, ip) {
+            crate::telemetry::send("http", false);
+            return Err(e);
+        }
+        Ok(SendRate)
+    }
 }
 
 /// A JSON `null`.

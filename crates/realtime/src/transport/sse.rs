@@ -11,25 +11,36 @@
 //! - a comment line every `sse.heartbeat_ms` while idle, so that proxies keep the stream open.
 //!
 //! A refused credential is an ordinary HTTP error (401/403 with the error body) before any
-//! stream starts. The stream is pulled by the HTTP connection: a client that does not read
-//! holds at most one batch. It ends on server shutdown; the browser reconnects (to any node).
+//! stream starts, as is 429 `too_many_connections` (the stream counts as an open connection of
+//! its user and address). The stream is pulled by the HTTP connection: a client that does not
+//! read holds at most one batch, which is cut at `limits.batch_bytes`, and is written in chunks
+//! of at most [`CHUNK_BYTES`] (a larger event is its own chunk, shared, not copied). A client
+//! that takes no bytes for `limits.write_timeout_ms` is dropped by the listener
+//! ([`super::WriteTimeoutListener`]) and resumes by `Last-Event-ID`. The stream ends on server
+//! shutdown; the browser reconnects (to any node).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{authorize, check_origin, SubscriptionRef};
+use super::{authorize, check_origin, cut_to_bytes, SubscriptionRef};
 use crate::channel::ChannelHash;
 use crate::error::{Error, Result};
 use crate::event::Cursor;
 use crate::hub::{ListenGuard, Wake};
+use crate::limit::{ClientIp, ConnectionPermits, Limits};
 use crate::Realtime;
+
+/// Events are written in chunks of about this many bytes: small events are gathered into one
+/// chunk (one copy of a few KiB), a larger event is sent as its own shared bytes.
+pub const CHUNK_BYTES: usize = 16 * 1024;
 
 /// What the query string says.
 struct SseRequest {
@@ -94,6 +105,8 @@ fn parse_query(query: Option<&str>) -> Result<SseRequest> {
 /// `GET /sse`.
 pub async fn sse(
     State(rt): State<Realtime>,
+    Extension(limits): Extension<Arc<Limits>>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
@@ -101,6 +114,7 @@ pub async fn sse(
     let req = parse_query(query.as_deref())?;
     let user = rt.verify_user_token(&req.usertoken)?;
     let hashes = authorize(&rt, user, &req.subscriptions)?;
+    let permits = limits.connect(user, ip)?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -122,7 +136,9 @@ pub async fn sse(
         heartbeat: Duration::from_millis(cfg.heartbeat_ms),
         cancel: rt.shutdown_token().clone(),
         opening: Some(opening),
+        pending: VecDeque::new(),
         _open: crate::telemetry::Connection::open("sse"),
+        _permits: permits,
     };
     let body = Body::from_stream(futures_util::stream::unfold(state, |mut s| async move {
         let chunk = s.next_chunk().await?;
@@ -149,8 +165,12 @@ struct Stream {
     heartbeat: Duration,
     cancel: CancellationToken,
     opening: Option<Bytes>,
+    /// The records of the batch being written, not yet handed to the connection.
+    pending: VecDeque<Bytes>,
     /// Counts this stream in the connections gauge while it lives.
     _open: crate::telemetry::Connection,
+    /// Counts this stream against its user's and address's limits while it lives.
+    _permits: ConnectionPermits,
 }
 
 impl Stream {
@@ -159,12 +179,19 @@ impl Stream {
         if let Some(first) = self.opening.take() {
             return Some(first);
         }
+        if self.cancel.is_cancelled() {
+            return None;
+        }
+        if let Some(chunk) = self.next_pending() {
+            return Some(chunk);
+        }
         loop {
             if self.cancel.is_cancelled() {
                 return None;
             }
-            let limit = self.rt.config().limits.poll_events;
-            let batch = match self.rt.hub().fetch(&self.hashes, &self.cursor, limit).await {
+            let limits = &self.rt.config().limits;
+            let (limit, budget) = (limits.poll_events, limits.batch_bytes);
+            let mut batch = match self.rt.hub().fetch(&self.hashes, &self.cursor, limit).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(error = %e, "sse fetch failed; ending the stream so the client resumes");
@@ -180,13 +207,13 @@ impl Stream {
                 )));
             }
             if !batch.events.is_empty() {
-                let mut out = Vec::new();
-                for e in &batch.events {
-                    out.extend_from_slice(&e.sse_frame(&batch.cursor.epoch));
-                }
+                cut_to_bytes(&mut batch, budget);
+                let epoch = &batch.cursor.epoch;
+                self.pending
+                    .extend(batch.events.iter().map(|e| e.sse_frame(epoch)));
                 crate::telemetry::delivered("sse", batch.events.len());
                 self.cursor = batch.cursor;
-                return Some(Bytes::from(out));
+                return self.next_pending();
             }
             self.cursor = batch.cursor;
             tokio::select! {
@@ -195,5 +222,29 @@ impl Stream {
                 _ = self.cancel.cancelled() => return None,
             }
         }
+    }
+
+    /// The next chunk of the batch being written: one large record as it is, or small ones
+    /// gathered up to [`CHUNK_BYTES`].
+    fn next_pending(&mut self) -> Option<Bytes> {
+        let first = self.pending.pop_front()?;
+        if first.len() >= CHUNK_BYTES
+            || self
+                .pending
+                .front()
+                .is_none_or(|next| first.len() + next.len() > CHUNK_BYTES)
+        {
+            return Some(first);
+        }
+        let mut out = Vec::with_capacity(CHUNK_BYTES);
+        out.extend_from_slice(&first);
+        while let Some(next) = self.pending.front() {
+            if out.len() + next.len() > CHUNK_BYTES {
+                break;
+            }
+            out.extend_from_slice(next);
+            self.pending.pop_front();
+        }
+        Some(Bytes::from(out))
     }
 }

@@ -13,16 +13,24 @@
 //! from its cursor when it reconnects. Memory per connection is therefore one batch at most,
 //! whatever the client does.
 //!
-//! Close codes: 1000 normal; 1009 frame too large; 1012 server draining (reconnect at once,
-//! to any node); 4001 credential refused (do not retry); 4002 bad subscribe (do not retry);
-//! 4008 slow consumer (resume from the cursor); 4009 no heartbeat (reconnect with backoff).
+//! A batch of frames is cut at `limits.batch_bytes` of events (the rest follows in the next).
+//! Limits: a client address over `limits.connections_per_ip` is refused with 429 before the
+//! upgrade; a user over `limits.connections_per_user` gets an `error` frame and close 1013
+//! after the subscribe frame; a `send` over `rate.send_per_sec` gets a `reply` with error
+//! `rate_limited` (the connection stays).
+//!
+//! Close codes: 1000 normal; 1002 protocol error (unmasked frame, reserved bits, bad opcode);
+//! 1007 invalid payload (a text frame that is not UTF-8); 1009 frame too large; 1012 server
+//! draining (reconnect at once, to any node); 1013 try again later (too many connections);
+//! 4001 credential refused (do not retry); 4002 bad subscribe (do not retry); 4008 slow
+//! consumer (resume from the cursor); 4009 no heartbeat (reconnect with backoff).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -32,13 +40,15 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
-use super::{authorize, check_origin, SubscriptionRef};
+use super::{authorize, check_origin, cut_to_bytes, SubscriptionRef};
 use crate::channel::ChannelHash;
 use crate::error::{Error, Result};
 use crate::event::Cursor;
 use crate::hub::{ListenGuard, Wake};
+use crate::limit::{ClientIp, ConnectionPermits, Limits};
 use crate::token::UserId;
 use crate::Realtime;
+use std::net::IpAddr;
 
 /// Close code: the credential was refused; the client must not retry.
 pub const CLOSE_CREDENTIAL_REFUSED: u16 = 4001;
@@ -52,6 +62,14 @@ pub const CLOSE_NO_HEARTBEAT: u16 = 4009;
 pub const CLOSE_DRAINING: u16 = 1012;
 /// Close code: a frame over the size limit.
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code: the client broke the WebSocket protocol (RFC 6455: unmasked frame, reserved
+/// bits, unknown opcode).
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// Close code: a text frame that is not UTF-8 (RFC 6455 "invalid frame payload data").
+pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
+/// Close code: over a limit (too many connections of this user); reconnect later, with
+/// backoff.
+pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -75,10 +93,13 @@ enum ClientFrame {
 /// `GET /ws`: checks the origin, then upgrades.
 pub async fn upgrade(
     State(rt): State<Realtime>,
+    Extension(limits): Extension<Arc<Limits>>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response> {
     check_origin(&rt, &headers)?;
+    let permits = limits.connect_ip(ip)?;
     let max = rt.config().websocket.max_frame_bytes;
     Ok(ws
         // Clients send little (a subscribe, small sends): a small read buffer keeps an idle
@@ -94,12 +115,27 @@ pub async fn upgrade(
             let tracker = rt.tracker().clone();
             // Run on the upgrade's own task (tracked): a second task per connection would cost
             // its memory and a wake-up for nothing.
-            tracker.track_future(Connection::run(rt, socket)).await;
+            let peer = Peer {
+                limits,
+                ip,
+                permits,
+            };
+            tracker
+                .track_future(Connection::run(rt, socket, peer))
+                .await;
         }))
 }
 
 /// Why a connection ends.
 struct Close(u16, &'static str);
+
+/// Who is at the other end, for the limits.
+struct Peer {
+    limits: Arc<Limits>,
+    ip: Option<IpAddr>,
+    /// Counts the connection against its address (and, once known, its user) while it lives.
+    permits: ConnectionPermits,
+}
 
 struct Connection {
     rt: Realtime,
@@ -110,10 +146,11 @@ struct Connection {
     wake: Arc<Wake>,
     guard: Option<ListenGuard>,
     write_timeout: Duration,
+    peer: Peer,
 }
 
 impl Connection {
-    async fn run(rt: Realtime, socket: WebSocket) {
+    async fn run(rt: Realtime, socket: WebSocket, peer: Peer) {
         let _open = crate::telemetry::Connection::open("websocket");
         let (sink, mut stream) = socket.split();
         let cfg = rt.config().websocket.clone();
@@ -134,6 +171,7 @@ impl Connection {
             wake: Arc::new(Wake::default()),
             guard: None,
             write_timeout: Duration::from_millis(cfg.write_timeout_ms),
+            peer,
         };
         let outcome = match first {
             Err(_) => Err(Close(CLOSE_BAD_SUBSCRIBE, "no subscribe frame in time")),
@@ -220,6 +258,10 @@ impl Connection {
             Ok(h) => h,
             Err(e) => return self.refuse(e).await,
         };
+        if let Err(e) = self.peer.limits.connect_user(&mut self.peer.permits, user) {
+            self.error_frame(e).await?;
+            return Err(Close(CLOSE_TRY_AGAIN_LATER, "try again later"));
+        }
         self.user = user;
         self.listen(hashes);
         let hub = self.rt.hub();
@@ -231,10 +273,11 @@ impl Connection {
                 self.rt.config().limits.poll_events,
             )
             .await;
-        let batch = match batch {
+        let mut batch = match batch {
             Ok(b) => b,
             Err(e) => return self.refuse(e).await,
         };
+        cut_to_bytes(&mut batch, self.rt.config().limits.batch_bytes);
         let kind = if batch.recovered {
             "recovered"
         } else {
@@ -390,6 +433,12 @@ impl Connection {
                         ))
                         .await;
                 }
+                if let Err(e) = self.peer.limits.send(self.user, self.peer.ip) {
+                    crate::telemetry::send("websocket", false);
+                    return self
+                        .write(vec![Message::Text(reply_frame(&id, Err(e)).into())])
+                        .await;
+                }
                 if in_flight.load(Ordering::Acquire) >= max {
                     let e = Error::bad_request(
                         "too_many_sends",
@@ -428,9 +477,12 @@ impl Connection {
 
     /// Writes everything after the cursor, in batches, until caught up.
     async fn pump(&mut self) -> Result<(), Close> {
-        let limit = self.rt.config().limits.poll_events;
+        let (limit, budget) = {
+            let l = &self.rt.config().limits;
+            (l.poll_events, l.batch_bytes)
+        };
         loop {
-            let batch = match self.rt.hub().fetch(&self.hashes, &self.cursor, limit).await {
+            let mut batch = match self.rt.hub().fetch(&self.hashes, &self.cursor, limit).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(error = %e, "websocket fetch failed; the client will resume");
@@ -446,7 +498,7 @@ impl Connection {
                     .await?;
                 continue;
             }
-            let full = batch.events.len() == limit;
+            let full = cut_to_bytes(&mut batch, budget) || batch.events.len() == limit;
             self.deliver(batch).await?;
             if !full {
                 return Ok(());
@@ -509,11 +561,18 @@ fn reply_frame(id: &Value, answer: Result<Box<serde_json::value::RawValue>>) -> 
     }
 }
 
+/// The close for a read that failed, as RFC 6455 (section 7.4.1) names the causes.
 fn read_error(e: &axum::Error) -> Close {
     let text = e.to_string();
-    // tungstenite reports a frame or message over the limit as a capacity error.
+    // tungstenite's errors, by their text (the crate is not a dependency of this one):
+    // `Capacity` for a frame or message over the limit, `Utf8` for a text frame that is not
+    // UTF-8, `Protocol` for an unmasked frame, reserved bits, a bad opcode or a bad close.
     if text.contains("Space limit exceeded") {
         Close(CLOSE_TOO_BIG, "frame too large")
+    } else if text.contains("UTF-8") {
+        Close(CLOSE_INVALID_PAYLOAD, "invalid UTF-8")
+    } else if text.contains("protocol error") {
+        Close(CLOSE_PROTOCOL_ERROR, "protocol error")
     } else {
         Close(1000, "read error")
     }
