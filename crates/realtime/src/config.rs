@@ -221,12 +221,18 @@ pub struct HubConfig {
     /// How many recent events this node keeps in memory, so that polls and resumes are answered
     /// without reading the engine (default 10,000).
     pub cache_events: usize,
+    /// Most bytes the cache may hold (default 64 MiB), counting each event's JSON three times
+    /// (its JSON, its WebSocket frame and its SSE record). Whichever of this and `cache_events`
+    /// is reached first evicts the oldest events; a cursor older than the cache is answered
+    /// from the engine, so large payloads cost engine reads, not memory.
+    pub cache_bytes: usize,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             cache_events: 10_000,
+            cache_bytes: crate::hub::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -376,6 +382,9 @@ impl Config {
         }
         if self.hub.cache_events == 0 {
             return Err("hub.cache_events must be at least 1".into());
+        }
+        if self.hub.cache_bytes < 64 * 1024 {
+            return Err("hub.cache_bytes must be at least 65536".into());
         }
         Ok(())
     }
