@@ -201,6 +201,9 @@ impl Default for LimitsConfig {
 pub struct WebhooksConfig {
     /// How long a webhook may take before the page gets a 504, in milliseconds (default 10 s).
     pub timeout_ms: u64,
+    /// Longest webhook answer relayed to a page, in bytes (default 1 MiB). A longer one is
+    /// cut off as it streams and the page gets 502 `webhook_failed`.
+    pub max_response_bytes: usize,
     /// `component = "http://app/realtime-hook"`: where sends for that component go.
     pub components: BTreeMap<String, String>,
 }
@@ -209,6 +212,7 @@ impl Default for WebhooksConfig {
     fn default() -> Self {
         WebhooksConfig {
             timeout_ms: 10_000,
+            max_response_bytes: 1024 * 1024,
             components: BTreeMap::new(),
         }
     }
@@ -345,6 +349,9 @@ impl Config {
                 crate::channel::validate_component(c)
                     .map_err(|e| format!("components.enabled: {e}"))?;
             }
+        }
+        if self.webhooks.max_response_bytes == 0 {
+            return Err("webhooks.max_response_bytes must be at least 1".into());
         }
         for (c, url) in &self.webhooks.components {
             crate::channel::validate_component(c)

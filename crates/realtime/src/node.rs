@@ -117,6 +117,7 @@ impl Realtime {
         let handlers = Handlers::new(
             config.webhooks.components.clone(),
             Duration::from_millis(config.webhooks.timeout_ms),
+            config.webhooks.max_response_bytes,
             secret.clone(),
         )?;
         let api_keys = config
