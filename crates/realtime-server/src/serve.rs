@@ -51,13 +51,22 @@ pub(crate) async fn main(args: ServeArgs, env: Env) -> Result<(), String> {
         .map_err(|e| format!("reading the bound address: {e}"))?;
     tracing::info!(%addr, engine = engine_name, "realtime started");
     let mut app = rt.router().merge(metrics);
-    if demo::enabled(&rt.config().server.demo, &addr) {
-        app = app.merge(demo::router(&rt));
-        eprintln!("realtime: the demo page is at http://{addr}/demo");
-    }
+    let setting = rt.config().server.demo.clone();
+    let demo = if demo::enabled(&setting, &addr) {
+        let d = demo::start(&rt, &s.data_dir, setting == "auto").await?;
+        app = app.merge(d.router.clone());
+        eprintln!("realtime: the demo page is at http://{addr}/demo (a node of its own: its tokens work nowhere else; server.demo = off to remove it)");
+        Some(d)
+    } else {
+        None
+    };
     println!("listening on http://{addr}");
     let _ = std::io::stdout().flush();
-    run(listener, rt, app, shutdown_signal()).await
+    let served = run(listener, rt, app, shutdown_signal()).await;
+    if let Some(d) = demo {
+        d.rt.shutdown().await;
+    }
+    served
 }
 
 /// Serves `rt` on `listener` until `shutdown` completes, then drains.
