@@ -309,7 +309,7 @@ async fn demo_runs_are_bounded() {
         }
     }
     assert!(
-        accepted >= 1 && accepted <= 3,
+        (1..=3).contains(&accepted),
         "{accepted} runs of 1000 accepted"
     );
     assert_eq!(accepted + limited, 21);

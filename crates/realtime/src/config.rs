@@ -50,8 +50,10 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// How long shutdown waits for open requests and tasks, in milliseconds.
     pub drain_timeout_ms: u64,
-    /// The demo page at `/demo` (the original's test page): `auto` serves it when listening on
-    /// a loopback address only, `on` always, `off` never.
+    /// The demo page at `/demo` (the original's test page), served by a node of its own whose
+    /// tokens work nowhere else: `auto` (the default) serves it when listening on a loopback
+    /// address, to requests that carry no forwarding header (`Forwarded`, `X-Forwarded-*`,
+    /// `X-Real-IP`: a reverse proxy's are refused with 404); `on` always; `off` never.
     pub demo: String,
 }
 
