@@ -34,9 +34,12 @@ async function scenario(t, name, {env = {}} = {}, body) {
 /** A run's payload as the demo's background job makes it (the page counts these per runid). */
 const runPayload = (runid, seq, count) => ({runid, seq, count, senttime: Date.now()});
 
-/** A token as the server signs it (docs/protocol.md, "Tokens"), for a secret the test knows. */
+/** The demo node's secret: derived from the server's (docs/deploy.md, "The demo page"). */
+const DEMO_SECRET = createHmac('sha256', SECRET).update('realtime-demo-v1').digest('hex');
+
+/** A token as the demo node signs it (docs/protocol.md, "Tokens"), for a secret the test knows. */
 function signToken(kind, hash, user, expires) {
-    const mac = createHmac('sha256', SECRET)
+    const mac = createHmac('sha256', DEMO_SECRET)
         .update(`realtime-token-v1\n${kind}\n${hash}\n${user}\n${expires}`)
         .digest('base64url');
     return `v1.${user}.${expires}.${mac}`;
@@ -77,7 +80,7 @@ async function assertLostOnce(page, {reason, code, transport}) {
 
 test('the server restarts in the middle of a burst: the page resumes, every acknowledged event once, no CONNECTION_LOST',
     (t) => scenario(t, 'restart', {}, async ({server, page, errors}) => {
-        // "Every event" = every event whose POST /api/notify was answered with an id: 20 events
+        // "Every event" = every event whose POST /demo/api/notify was answered with an id: 20 events
         // with seq 1..20 of one run, seq 1..10 before the stop and 11..20 after the restart, while
         // the page stays open. (The demo's background job would die with the server, so the test
         // notifies itself.) The page must show each exactly once, in id order, and 20 / 20.
@@ -132,11 +135,11 @@ test('the server restarts in the middle of a burst: the page resumes, every ackn
 
 test('WebSocket unavailable: the page falls back and still receives everything',
     (t) => scenario(t, 'fallback', {env: {REALTIME_TRANSPORTS_ENABLED: 'sse,poll'}}, async ({server, page, errors, network}) => {
-        // The server does not serve WebSocket (GET /ws is 404). The page config is edited to offer
+        // The server does not serve WebSocket (GET /demo/ws is 404). The page config is edited to offer
         // it first anyway, as a page behind a proxy that blocks WebSocket would have it: the
         // handshake fails, and the client moves to SSE at once.
-        const ws = await fetch(`${server.url}/ws`);
-        assert.equal(ws.status, 404, 'GET /ws is not served');
+        const ws = await fetch(`${server.url}/demo/ws`);
+        assert.equal(ws.status, 404, 'GET /demo/ws is not served');
         const served = (await fetchPageConfig(server.url)).transports;
         assert.deepEqual(served, ['sse', 'poll'], 'the server offers only what it serves');
         await patchPageConfig(page, {transports: ['websocket', ...served]});

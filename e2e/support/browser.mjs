@@ -149,9 +149,10 @@ export function watchNetwork(page) {
     });
     page.on('request', (req) => {
         const path = new URL(req.url()).pathname;
-        if (path === '/sse') seen.sse += 1;
-        if (path === '/poll') seen.poll += 1;
-        if (path === '/send') seen.send += 1;
+        // The demo is a node of its own, mounted under /demo.
+        if (path === '/demo/sse') seen.sse += 1;
+        if (path === '/demo/poll') seen.poll += 1;
+        if (path === '/demo/send') seen.send += 1;
     });
     return seen;
 }

@@ -9,7 +9,7 @@ import {fileURLToPath} from 'node:url';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = process.env.REALTIME_BIN || join(ROOT, 'target/debug/realtime');
-/** The API key every test server uses (POST /api/notify from the tests). */
+/** The API key every test server uses (POST /demo/api/notify from the tests). */
 export const API_KEY = 'e2e-api-key-0123456789';
 /** The demo channel: the page at /demo is subscribed to it. */
 export const DEMO_CHANNEL = Object.freeze({contextid: 1, component: 'tool_realtime', area: 'test', itemid: 0});
@@ -117,9 +117,12 @@ export class Server {
         }
     }
 
-    /** POST /api/notify one event on the demo channel; resolves with its id once it is durable. */
+    /**
+     * POST /demo/api/notify one event on the demo channel (the demo is a node of its own, with its
+     * own store, that takes the server's API key); resolves with its id once it is durable.
+     */
     async notify(payload) {
-        const res = await fetch(`${this.url}/api/notify`, {
+        const res = await fetch(`${this.url}/demo/api/notify`, {
             method: 'POST',
             headers: {'Authorization': `Bearer ${API_KEY}`, 'Content-Type': 'application/json'},
             body: JSON.stringify({channel: DEMO_CHANNEL, payload}),

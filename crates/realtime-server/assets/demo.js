@@ -1,5 +1,5 @@
 // demo.js — the demo page (/demo): the original tool_realtime test page, re-created.
-// An ES module with no dependencies but the server's own client, /realtime.js; no build step.
+// An ES module with no dependencies but the demo node's client, /demo/realtime.js; no build step.
 //
 // What it does:
 // - reads the page config that the server embedded in #realtime-page-config and init()s the client;
@@ -8,8 +8,8 @@
 //   each with payload {runid, seq, count, senttime}; the page counts them per run (n / N,
 //   duplicates, out of order) and measures latency = receive time + clock offset − senttime.
 //   Events with such a payload whose runid the page did not start (e.g. sent with
-//   `realtime notify` or POST /api/notify) are shown as a run too ("external");
-// - clock calibration 1 s after load: 5 × GET /time, offset = (avg browser→server − avg
+//   POST /demo/api/notify and the server's API key) are shown as a run too ("external");
+// - clock calibration 1 s after load: 5 × GET /demo/time, offset = (avg browser→server − avg
 //   server→browser) / 2; latencies are adjusted (and say so) when |offset| > 5 ms;
 // - "Event push": sendToServer('tool_realtime', {senttime, seq}) one after the other; the built-in
 //   handler answers {receivedtime, echo}; each answer is checked;
@@ -49,7 +49,7 @@
 //   #push-via, #push-reset, #lost-banner[data-reason], #lost-reason, #lost-message,
 //   #recovery-notice, #recovery-count, #page-error, #transport-log.
 
-import * as Realtime from '/realtime.js';
+import * as Realtime from '/demo/realtime.js';
 
 /** A run that made no progress for this long ends in "Timeout (x of y received)". */
 const RUN_TIMEOUT_MS = 90000;
@@ -447,7 +447,7 @@ async function push(count, delayMs, noFallback = false) {
 
 // ---------------------------------------------------------------- clock
 
-/** 5 × GET /time: offset = (avg browser→server − avg server→browser) / 2 = server clock − browser clock. */
+/** 5 × GET /demo/time: offset = (avg browser→server − avg server→browser) / 2 = server clock − browser clock. */
 async function calibrate() {
     if (state.clock.calibrating) {
         return;
@@ -459,11 +459,11 @@ async function calibrate() {
     try {
         for (let i = 0; i < CALIBRATION_SAMPLES; i += 1) {
             const sent = Date.now();
-            const res = await fetch('/time', {cache: 'no-store'});
+            const res = await fetch('/demo/time', {cache: 'no-store'});
             const {time} = await res.json();
             const back = Date.now();
             if (typeof time !== 'number') {
-                throw new Error('GET /time answered no time');
+                throw new Error('GET /demo/time answered no time');
             }
             toServer.push(time - sent);
             fromServer.push(back - time);

@@ -71,7 +71,7 @@ pub(crate) async fn open_engine(setup: &Setup) -> Result<Arc<dyn Engine>, String
     Err(format!("engine url {url:?}: the {scheme:?} engine is not available in this build (sqlite://PATH, postgres://…, redis://…, memory://)"))
 }
 
-async fn open_sqlite(path: PathBuf) -> Result<Arc<dyn Engine>, String> {
+pub(crate) async fn open_sqlite(path: PathBuf) -> Result<Arc<dyn Engine>, String> {
     let engine = SqliteEngine::open(&path)
         .await
         .map_err(|e| format!("opening {}: {e}", path.display()))?;

@@ -63,10 +63,15 @@ pub(crate) async fn main(args: ServeArgs, env: Env) -> Result<(), String> {
         println!("metrics on http://{}/metrics", local(&l)?);
         extra.push((l, metrics));
     }
-    if demo::enabled(&rt.config().server.demo, &addr) {
-        app = app.merge(demo::router(&rt));
-        eprintln!("realtime: the demo page is at http://{addr}/demo");
-    }
+    let setting = rt.config().server.demo.clone();
+    let demo = if demo::enabled(&setting, &addr) {
+        let d = demo::start(&rt, &s.data_dir, setting == "auto").await?;
+        app = app.merge(d.router.clone());
+        eprintln!("realtime: the demo page is at http://{addr}/demo (a node of its own: its tokens work nowhere else; server.demo = off to remove it)");
+        Some(d)
+    } else {
+        None
+    };
     let api_listen = rt.config().server.api_listen.clone();
     if !api_listen.is_empty() {
         let l = bind(&api_listen).await?;
@@ -76,7 +81,19 @@ pub(crate) async fn main(args: ServeArgs, env: Env) -> Result<(), String> {
     println!("listening on http://{addr}");
     let _ = std::io::stdout().flush();
     extra.insert(0, (listener, app));
-    run(extra, rt, shutdown_signal()).await
+    // The demo node's streams end with the main node's, at the signal.
+    let demo_cancel = demo.as_ref().map(|d| d.rt.shutdown_token().clone());
+    let signal = async move {
+        shutdown_signal().await;
+        if let Some(c) = demo_cancel {
+            c.cancel();
+        }
+    };
+    let served = run(extra, rt, signal).await;
+    if let Some(d) = demo {
+        d.rt.shutdown().await;
+    }
+    served
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, String> {

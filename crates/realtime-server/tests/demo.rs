@@ -1,5 +1,6 @@
 //! The demo page's server side: the page and its config, a background run of events, the time
-//! endpoint, the built-in send handler, and the setting that turns it off.
+//! endpoint, the built-in send handler (all on the demo node, under `/demo`), and the setting
+//! that turns it off.
 
 mod common;
 
@@ -28,13 +29,13 @@ async fn the_demo_page_runs_events_and_answers_sends() {
         .await
         .expect("html");
     let config = page_config(&html);
-    assert_eq!(config["url"], server.url);
+    assert_eq!(config["url"], format!("{}/demo", server.url));
     assert_eq!(config["subscriptions"][0]["component"], "tool_realtime");
     assert_eq!(config["subscriptions"][0]["area"], "test");
     let ut = config["usertoken"].as_str().expect("usertoken").to_string();
 
     let time: Value = http
-        .get(format!("{}/time", server.url))
+        .get(format!("{}/demo/time", server.url))
         .send()
         .await
         .expect("time")
@@ -56,7 +57,7 @@ async fn the_demo_page_runs_events_and_answers_sends() {
     let sub = &config["subscriptions"][0];
     while seqs.len() < 5 {
         let body: Value = http
-            .post(format!("{}/poll", server.url))
+            .post(format!("{}/demo/poll", server.url))
             .bearer_auth(&ut)
             .json(&json!({"subscriptions": [{"channel": sub["channel"], "token": sub["token"]}], "cursor": cursor}))
             .send()
@@ -90,7 +91,7 @@ async fn the_demo_page_runs_events_and_answers_sends() {
     assert_eq!(anon.status(), 401);
 
     let answer: Value = http
-        .post(format!("{}/send", server.url))
+        .post(format!("{}/demo/send", server.url))
         .bearer_auth(&ut)
         .json(&json!({"component": "tool_realtime", "payload": {"senttime": 123}}))
         .send()

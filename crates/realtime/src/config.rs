@@ -80,8 +80,10 @@ pub struct ServerConfig {
     /// A second address serving the same routes with its own connection cap, for the
     /// application only (bind it to an internal interface); empty = none (the default).
     pub api_listen: String,
-    /// The demo page at `/demo` (the original's test page): `auto` serves it when listening on
-    /// a loopback address only, `on` always, `off` never.
+    /// The demo page at `/demo` (the original's test page), served by a node of its own whose
+    /// tokens work nowhere else: `auto` (the default) serves it when listening on a loopback
+    /// address, to requests that carry no forwarding header (`Forwarded`, `X-Forwarded-*`,
+    /// `X-Real-IP`: a reverse proxy's are refused with 404); `on` always; `off` never.
     pub demo: String,
     /// Proxies whose forwarding headers are believed: IP addresses or CIDR ranges
     /// (`10.0.0.0/8`, `::1`). Only for a request whose peer is one of them are
@@ -267,6 +269,9 @@ impl Default for LimitsConfig {
 pub struct WebhooksConfig {
     /// How long a webhook may take before the page gets a 504, in milliseconds (default 10 s).
     pub timeout_ms: u64,
+    /// Longest webhook answer relayed to a page, in bytes (default 1 MiB). A longer one is
+    /// cut off as it streams and the page gets 502 `webhook_failed`.
+    pub max_response_bytes: usize,
     /// `component = "http://app/realtime-hook"`: where sends for that component go.
     pub components: BTreeMap<String, String>,
 }
@@ -275,6 +280,7 @@ impl Default for WebhooksConfig {
     fn default() -> Self {
         WebhooksConfig {
             timeout_ms: 10_000,
+            max_response_bytes: 1024 * 1024,
             components: BTreeMap::new(),
         }
     }
@@ -287,12 +293,18 @@ pub struct HubConfig {
     /// How many recent events this node keeps in memory, so that polls and resumes are answered
     /// without reading the engine (default 10,000).
     pub cache_events: usize,
+    /// Most bytes the cache may hold (default 64 MiB), counting each event's JSON three times
+    /// (its JSON, its WebSocket frame and its SSE record). Whichever of this and `cache_events`
+    /// is reached first evicts the oldest events; a cursor older than the cache is answered
+    /// from the engine, so large payloads cost engine reads, not memory.
+    pub cache_bytes: usize,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             cache_events: 10_000,
+            cache_bytes: crate::hub::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -458,6 +470,9 @@ impl Config {
                     .map_err(|e| format!("components.enabled: {e}"))?;
             }
         }
+        if self.webhooks.max_response_bytes == 0 {
+            return Err("webhooks.max_response_bytes must be at least 1".into());
+        }
         for (c, url) in &self.webhooks.components {
             crate::channel::validate_component(c)
                 .map_err(|e| format!("webhooks.components: {e}"))?;
@@ -509,6 +524,9 @@ impl Config {
         }
         if self.hub.cache_events == 0 {
             return Err("hub.cache_events must be at least 1".into());
+        }
+        if self.hub.cache_bytes < 64 * 1024 {
+            return Err("hub.cache_bytes must be at least 65536".into());
         }
         Ok(())
     }

@@ -146,11 +146,17 @@ impl Error {
         }
     }
 
-    /// The JSON body clients see.
+    /// The JSON body clients see. Failures whose details are for operators (driver errors,
+    /// file paths, webhook URLs) get a generic message; the details go to the log line that
+    /// [`IntoResponse`] writes, or to the one written where the failure happened.
     pub fn body(&self) -> serde_json::Value {
         let message = match self {
-            // Details of internal failures stay in the log.
             Error::Config(_) | Error::Internal(_) => "internal error".to_string(),
+            Error::EngineUnavailable(_) => {
+                "the event store is unavailable; try again later".to_string()
+            }
+            Error::WebhookFailed(_) => "webhook failed".to_string(),
+            Error::WebhookTimeout(_) => "webhook timed out".to_string(),
             other => other.to_string(),
         };
         serde_json::json!({"error": {"code": self.code(), "message": message}})
@@ -182,5 +188,39 @@ impl IntoResponse for Error {
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         Error::EngineUnavailable(format!("sqlite: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Driver text, file paths and webhook URLs stay in the log: the client's body says only
+    /// what failed.
+    #[test]
+    fn bodies_of_operator_failures_carry_no_details() {
+        let secret_details = "/var/lib/realtime/realtime.db: database disk image is malformed";
+        for e in [
+            Error::EngineUnavailable(format!("sqlite: {secret_details}")),
+            Error::WebhookFailed(format!("http://10.0.0.7:9000/hook: {secret_details}")),
+            Error::WebhookTimeout(format!("http://10.0.0.7:9000/hook {secret_details}")),
+            Error::Internal(secret_details.into()),
+            Error::Config(secret_details.into()),
+        ] {
+            let body = e.body().to_string();
+            assert!(!body.contains("/var/lib"), "{body}");
+            assert!(!body.contains("10.0.0.7"), "{body}");
+            assert!(!body.contains("sqlite"), "{body}");
+            assert_eq!(e.body()["error"]["code"], e.code());
+            // The log line (Display) keeps them.
+            assert!(e.to_string().contains("malformed"));
+        }
+        assert_eq!(
+            Error::WebhookFailed("x".into()).body()["error"]["message"],
+            "webhook failed"
+        );
+        // Refusals keep their message: it tells the client what to fix.
+        let bad = Error::bad_request("invalid_channel", "area must not be empty");
+        assert_eq!(bad.body()["error"]["message"], "area must not be empty");
     }
 }

@@ -53,7 +53,7 @@ impl Cursor {
         {
             return Err(bad());
         }
-        let id = id.parse::<i64>().map_err(|_| bad())?;
+        let id = parse_canonical_i64(id).ok_or_else(bad)?;
         if id < 0 {
             return Err(bad());
         }
@@ -81,6 +81,15 @@ impl<'de> Deserialize<'de> for Cursor {
         let s = String::deserialize(d)?;
         Cursor::parse(&s).map_err(serde::de::Error::custom)
     }
+}
+
+/// Parses a decimal integer written only in its canonical form (as the server writes it): no
+/// sign but a leading `-`, no leading zeros, no `-0`. So one value has one spelling, and a token
+/// or cursor cannot be varied (`042`, `+42`) and still verify.
+pub(crate) fn parse_canonical_i64(s: &str) -> Option<i64> {
+    let n = s.parse::<i64>().ok()?;
+    // i64's Display is the canonical form; anything else that parsed is a variant.
+    (n.to_string() == s).then_some(n)
 }
 
 /// An event to append: the channel, its hash (computed once by the caller) and the payload.
@@ -144,7 +153,11 @@ mod tests {
         let c = Cursor::parse("ab12:42").expect("valid");
         assert_eq!(c.id, EventId(42));
         assert_eq!(c.to_string(), "ab12:42");
-        for bad in ["", "42", ":1", "ab:-1", "ab:x", "a b:1"] {
+        assert_eq!(Cursor::parse("ab:0").expect("zero").id, EventId(0));
+        for bad in [
+            "", "42", ":1", "ab:-1", "ab:x", "a b:1", "ab:042", "ab:+42", "ab:00", "ab:-0",
+            "ab: 42", "ab:42 ",
+        ] {
             assert!(Cursor::parse(bad).is_err(), "{bad}");
         }
     }

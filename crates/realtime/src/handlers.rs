@@ -7,7 +7,11 @@
 //!   POSTs `{"component", "user", "payload"}` with the headers
 //!   `X-Realtime-Timestamp: <unix seconds>` and
 //!   `X-Realtime-Signature: v1=<hex HMAC-SHA-256(secret, "<timestamp>.<body>")>`,
-//!   and relays the JSON answer. Unreachable, non-2xx or non-JSON → 502; too slow → 504.
+//!   and relays the JSON answer. Unreachable, non-2xx (a redirect included: redirects are not
+//!   followed, so the signed body never goes anywhere but the configured URL), non-JSON or
+//!   longer than `webhooks.max_response_bytes` (read as it streams, never buffered past the
+//!   cap) → 502; too slow → 504. The page is told only `webhook failed` / `webhook timed
+//!   out`; the URL and the cause go to the log.
 //!   A Rust handler registered for a component wins over a webhook.
 
 use std::collections::{BTreeMap, HashMap};
@@ -91,16 +95,21 @@ pub(crate) struct Handlers {
     webhooks: BTreeMap<String, String>,
     client: reqwest::Client,
     secret: Secret,
+    /// Longest webhook answer relayed to a page (`webhooks.max_response_bytes`).
+    max_response: usize,
 }
 
 impl Handlers {
     pub(crate) fn new(
         webhooks: BTreeMap<String, String>,
         timeout: Duration,
+        max_response: usize,
         secret: Secret,
     ) -> Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
+            // A redirect would carry the signed body (and the user's payload) elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .build()
             .map_err(|e| Error::Internal(format!("building the webhook client: {e}")))?;
@@ -109,6 +118,7 @@ impl Handlers {
             webhooks,
             client,
             secret,
+            max_response,
         })
     }
 
@@ -179,9 +189,23 @@ impl Handlers {
             payload,
         })
         .map_err(|e| Error::Internal(format!("serialising a webhook body: {e}")))?;
+        let result = self.post_webhook(url, &ctx.component, body).await;
+        if let Err(e) = &result {
+            // The page gets a word (`Error::body`); the operator gets the URL and the cause.
+            tracing::warn!(component = %ctx.component, url, user = %ctx.user, error = %e, "webhook failed");
+        }
+        result
+    }
+
+    async fn post_webhook(
+        &self,
+        url: &str,
+        component: &str,
+        body: Vec<u8>,
+    ) -> Result<Box<RawValue>> {
         let timestamp = now_secs().to_string();
         let signature = sign_webhook(&self.secret, &timestamp, &body);
-        let answer = self
+        let mut answer = self
             .client
             .post(url)
             .header("content-type", "application/json")
@@ -190,41 +214,64 @@ impl Handlers {
             .body(body)
             .send()
             .await
-            .map_err(|e| webhook_error(&ctx.component, e))?;
+            .map_err(|e| webhook_error(component, url, e))?;
         let status = answer.status();
-        let bytes = answer
-            .bytes()
-            .await
-            .map_err(|e| webhook_error(&ctx.component, e))?;
         if !status.is_success() {
+            // Not read: a redirect or an error page is not relayed, whatever its size.
             return Err(Error::WebhookFailed(format!(
-                "the webhook for {} answered {status}",
-                ctx.component
+                "the webhook for {component} at {url} answered {status}{}",
+                if status.is_redirection() {
+                    " (redirects are not followed)"
+                } else {
+                    ""
+                }
             )));
         }
-        let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+        let too_long = || {
             Error::WebhookFailed(format!(
-                "the webhook for {} answered non-UTF-8",
-                ctx.component
+                "the webhook for {component} at {url} answered more than {} bytes (webhooks.max_response_bytes)",
+                self.max_response
+            ))
+        };
+        if answer
+            .content_length()
+            .is_some_and(|n| n > self.max_response as u64)
+        {
+            return Err(too_long());
+        }
+        // Streamed, and cut at the cap: a huge or endless answer costs at most the cap.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = answer
+            .chunk()
+            .await
+            .map_err(|e| webhook_error(component, url, e))?
+        {
+            if bytes.len() + chunk.len() > self.max_response {
+                return Err(too_long());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8(bytes).map_err(|_| {
+            Error::WebhookFailed(format!(
+                "the webhook for {component} at {url} answered non-UTF-8"
             ))
         })?;
         RawValue::from_string(text).map_err(|e| {
             Error::WebhookFailed(format!(
-                "the webhook for {} answered invalid JSON: {e}",
-                ctx.component
+                "the webhook for {component} at {url} answered invalid JSON: {e}"
             ))
         })
     }
 }
 
-fn webhook_error(component: &str, e: reqwest::Error) -> Error {
+fn webhook_error(component: &str, url: &str, e: reqwest::Error) -> Error {
     if e.is_timeout() {
         Error::WebhookTimeout(format!(
-            "the webhook for {component} did not answer in time"
+            "the webhook for {component} at {url} did not answer in time"
         ))
     } else {
         Error::WebhookFailed(format!(
-            "the webhook for {component} could not be reached: {e}"
+            "the webhook for {component} at {url} could not be reached: {e}"
         ))
     }
 }

@@ -11,6 +11,11 @@
 //!   below `cache_floor` is still answered from memory. A client whose cursor is
 //!   inside it is answered from memory with no engine query; an older cursor is answered by
 //!   one engine read (and `recovered: false` when retention has passed it).
+//! - The cache is bounded both in events (`hub.cache_events`) and in bytes (`hub.cache_bytes`):
+//!   large payloads shorten the span of ids it covers, not the memory it may take.
+//! - A cursor ahead of the engine's head (a restored backup, a Redis that lost its last second
+//!   of writes) names ids that were never handed out, or that will be handed out again: it is
+//!   answered `recovered: false` and continues from the head, never silently.
 //! - Listeners are registered per channel hash and must not block (a long-poll's listener
 //!   just wakes its request).
 
@@ -31,6 +36,12 @@ use crate::event::{Cursor, Epoch, Event, EventId};
 
 /// How many events the tail reads per engine query.
 const TAIL_BATCH: usize = 1_000;
+
+/// What one cached event costs besides its bytes (the `Arc`, the two indexes, the hash).
+const EVENT_OVERHEAD: usize = 256;
+
+/// The default of `hub.cache_bytes`: 64 MiB.
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// An event as the hub keeps it: routed by hash, serialised once.
 #[derive(Debug)]
@@ -58,6 +69,16 @@ impl CachedEvent {
             ws: OnceLock::new(),
             sse: OnceLock::new(),
         }))
+    }
+
+    /// What this event may cost in memory while it is cached: its JSON, and the WebSocket
+    /// frame and SSE record made from it on first use (each about as long), counted up front
+    /// so that the bound holds whatever transports ask for it.
+    fn cost(&self) -> usize {
+        self.json
+            .len()
+            .saturating_mul(3)
+            .saturating_add(EVENT_OVERHEAD)
     }
 
     fn json_str(&self) -> &str {
@@ -145,6 +166,8 @@ struct Cache {
     /// Below this id the per-channel record is incomplete: the hub's start, a reset, the
     /// retention floor, or channels forgotten to bound the map.
     known_from: EventId,
+    /// The sum of the cached events' [`CachedEvent::cost`].
+    bytes: usize,
 }
 
 /// One channel in the cache.
@@ -169,6 +192,7 @@ impl Cache {
     }
 
     fn push(&mut self, e: Arc<CachedEvent>) {
+        self.bytes = self.bytes.saturating_add(e.cost());
         self.by_hash
             .entry(e.hash.clone())
             .or_default()
@@ -180,6 +204,7 @@ impl Cache {
     /// Drops the oldest event (also the oldest of its channel) and returns its id.
     fn pop(&mut self) -> Option<EventId> {
         let old = self.all.pop_front()?;
+        self.bytes = self.bytes.saturating_sub(old.cost());
         if let Some(c) = self.by_hash.get_mut(&old.hash) {
             c.events.pop_front();
             c.gone = old.id;
@@ -256,7 +281,10 @@ type ListenerMap = HashMap<ChannelHash, Vec<(u64, Arc<dyn Listener>)>>;
 /// This node's subscribers and its view of the engine. Shared as `Arc<Hub>`.
 pub struct Hub {
     engine: Arc<dyn Engine>,
+    /// Most events in the cache.
     capacity: usize,
+    /// Most bytes in the cache (as [`CachedEvent::cost`] counts them).
+    capacity_bytes: usize,
     state: RwLock<State>,
     listeners: Mutex<ListenerMap>,
     next_listener: AtomicU64,
@@ -294,15 +322,30 @@ impl Drop for ListenGuard {
 }
 
 impl Hub {
-    /// A hub positioned at the engine's current head (older events are read on demand).
+    /// A hub positioned at the engine's current head (older events are read on demand), its
+    /// cache bounded to `capacity` events and [`DEFAULT_CACHE_BYTES`].
     ///
     /// # Errors
     /// When the engine cannot tell its position.
     pub async fn new(engine: Arc<dyn Engine>, capacity: usize) -> Result<Arc<Self>> {
+        Self::with_limits(engine, capacity, DEFAULT_CACHE_BYTES).await
+    }
+
+    /// As [`Hub::new`], the cache bounded to `capacity` events and `bytes` bytes, whichever
+    /// is reached first (`hub.cache_events`, `hub.cache_bytes`).
+    ///
+    /// # Errors
+    /// When the engine cannot tell its position.
+    pub async fn with_limits(
+        engine: Arc<dyn Engine>,
+        capacity: usize,
+        bytes: usize,
+    ) -> Result<Arc<Self>> {
         let pos = engine.position().await?;
         Ok(Arc::new(Hub {
             engine,
             capacity: capacity.max(1),
+            capacity_bytes: bytes,
             state: RwLock::new(State {
                 epoch: pos.epoch,
                 cache: Cache::starting_at(pos.head),
@@ -343,6 +386,12 @@ impl Hub {
     /// How many events the cache holds now.
     pub fn cached(&self) -> usize {
         self.read_state().cache.len()
+    }
+
+    /// How many bytes the cache holds now, as its bound (`hub.cache_bytes`) counts them: each
+    /// event's JSON and the frames made from it.
+    pub fn cached_bytes(&self) -> usize {
+        self.read_state().cache.bytes
     }
 
     /// How many channel hashes have at least one local listener.
@@ -386,6 +435,10 @@ impl Hub {
                 checked = tokio::time::Instant::now();
                 match self.engine.position().await {
                     Ok(pos) if pos.epoch != self.epoch() => self.reset(pos),
+                    // Same store, but behind what this node already read: the store went back
+                    // (a restored backup, a Redis that lost its last writes). The ids above its
+                    // head will be handed out again, to other events.
+                    Ok(pos) if pos.head < self.read_state().head => self.rewind(pos),
                     Ok(pos) => self.raise_floor(pos.floor),
                     Err(e) => {
                         tracing::warn!(error = %e, "engine position failed");
@@ -420,6 +473,26 @@ impl Hub {
                 epoch: pos.epoch,
                 previous,
             };
+        }
+        let map = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        for ls in map.values() {
+            for (_, l) in ls {
+                l.on_reset();
+            }
+        }
+    }
+
+    /// The store went back to `pos.head` in the same epoch: forget what was read above it (those
+    /// ids will name other events) and wake every listener, so that each client whose cursor
+    /// is now ahead of the head is told `recovered: false` and continues from it.
+    fn rewind(&self, pos: crate::engine::Position) {
+        {
+            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            tracing::warn!(epoch = %st.epoch.0, read = st.head.0, head = pos.head.0, "the engine's head went back (a restored backup?); clients ahead of it will resume with recovered:false");
+            st.cache = Cache::starting_at(pos.head);
+            st.cache_floor = pos.head;
+            st.head = pos.head;
+            st.floor = pos.floor;
         }
         let map = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         for ls in map.values() {
@@ -473,7 +546,9 @@ impl Hub {
                 st.cache.push(c.clone());
                 fresh.push(c);
             }
-            while st.cache.len() > self.capacity {
+            while st.cache.len() > self.capacity
+                || (st.cache.bytes > self.capacity_bytes && st.cache.len() > 0)
+            {
                 if let Some(old) = st.cache.pop() {
                     st.cache_floor = old;
                 }
@@ -529,8 +604,33 @@ impl Hub {
         cursor: &Cursor,
         limit: usize,
     ) -> Result<Batch> {
-        if cursor.epoch != self.read_state().epoch {
+        let (epoch, head) = {
+            let st = self.read_state();
+            (st.epoch.clone(), st.head)
+        };
+        if cursor.epoch != epoch {
             return Ok(self.not_recovered(cursor));
+        }
+        if cursor.id > head {
+            // Ahead of this node: the hub may only lag the engine (a client of a faster node),
+            // or the id was never handed out in this store, or the store went back (a restored
+            // backup): then those ids will name other events, and the client would never get
+            // them while being told it missed nothing.
+            let pos = self.engine.position().await?;
+            if pos.epoch != cursor.epoch {
+                return Ok(self.not_recovered(cursor));
+            }
+            if cursor.id > pos.head {
+                tracing::debug!(cursor = %cursor, head = pos.head.0, "a cursor ahead of the engine's head");
+                return Ok(Batch {
+                    events: Vec::new(),
+                    cursor: Cursor {
+                        epoch,
+                        id: pos.head.min(self.read_state().head),
+                    },
+                    recovered: false,
+                });
+            }
         }
         if let Some((events, checked)) = self.cached_after(hashes, cursor, limit) {
             return Ok(Batch {
@@ -696,6 +796,67 @@ mod tests {
             hash,
             payload,
         }
+    }
+
+    fn big_event(contextid: i64, bytes: usize) -> NewEvent {
+        let mut e = event(contextid);
+        e.payload = RawValue::from_string(format!("\"{}\"", "x".repeat(bytes))).expect("JSON");
+        e
+    }
+
+    /// 100 events of 60 KB: far under `cache_events`, but the cache stays under its byte
+    /// bound, and a cursor older than what it kept is answered by the engine, complete.
+    #[tokio::test]
+    async fn the_cache_is_bounded_in_bytes_and_older_cursors_go_to_the_engine() {
+        let engine = Arc::new(Counting::default());
+        let bound = 1024 * 1024;
+        let hub = Hub::with_limits(engine.clone(), 10_000, bound)
+            .await
+            .expect("hub");
+        let start = Cursor {
+            epoch: hub.epoch(),
+            id: hub.head().id,
+        };
+        let hash = event(1).hash;
+        for _ in 0..10 {
+            let batch = (0..10).map(|_| big_event(1, 60_000)).collect();
+            engine.append(batch).await.expect("append");
+            assert!(hub.catch_up().await);
+            assert!(
+                hub.cached_bytes() <= bound,
+                "{} bytes cached, bound {bound}",
+                hub.cached_bytes()
+            );
+        }
+        assert_eq!(hub.head().id, EventId(100));
+        let kept = hub.cached();
+        assert!(kept > 0 && kept < 100, "{kept} events cached");
+        // 3 × 60 KB per event: at most 5 fit in 1 MiB.
+        assert!(kept <= 5, "{kept} events cached");
+
+        // The newest events: from memory.
+        let recent = Cursor {
+            epoch: hub.epoch(),
+            id: EventId(99),
+        };
+        let batch = hub
+            .fetch(std::slice::from_ref(&hash), &recent, 1000)
+            .await
+            .expect("fetch");
+        assert!(batch.recovered);
+        assert_eq!(batch.events.len(), 1);
+        assert_eq!(engine.1.load(Ordering::Relaxed), 0, "no engine read");
+
+        // From the start: one engine read, every event, in order.
+        let batch = hub
+            .fetch(std::slice::from_ref(&hash), &start, 1000)
+            .await
+            .expect("fetch");
+        assert!(batch.recovered);
+        let ids: Vec<i64> = batch.events.iter().map(|e| e.id.0).collect();
+        assert_eq!(ids, (1..=100).collect::<Vec<_>>());
+        assert_eq!(batch.cursor.id, EventId(100));
+        assert_eq!(engine.1.load(Ordering::Relaxed), 1);
     }
 
     /// A channel quieter than the cache's span: its client's cursor falls below the oldest

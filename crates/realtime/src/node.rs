@@ -108,10 +108,16 @@ impl Realtime {
     pub async fn start(config: Config, secret: Secret, engine: Arc<dyn Engine>) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
         crate::telemetry::describe();
-        let hub = Hub::new(engine.clone(), config.hub.cache_events).await?;
+        let hub = Hub::with_limits(
+            engine.clone(),
+            config.hub.cache_events,
+            config.hub.cache_bytes,
+        )
+        .await?;
         let handlers = Handlers::new(
             config.webhooks.components.clone(),
             Duration::from_millis(config.webhooks.timeout_ms),
+            config.webhooks.max_response_bytes,
             secret.clone(),
         )?;
         let api_keys = config

@@ -42,6 +42,17 @@ impl Secret {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// Another secret for another purpose, derived from this one: the lowercase hex of
+    /// HMAC-SHA-256(this secret, `purpose`), as text. Nothing signed with it verifies with this
+    /// secret, and the other way round (the demo node signs with `derive("realtime-demo-v1")`).
+    pub fn derive(&self, purpose: &str) -> Secret {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.0)
+            .expect("invariant: HMAC accepts keys of any length");
+        mac.update(purpose.as_bytes());
+        Secret(hex::encode(mac.finalize().into_bytes()).into_bytes())
+    }
 }
 
 impl fmt::Debug for Secret {

@@ -17,6 +17,7 @@ use sha2::Sha256;
 
 use crate::channel::ChannelHash;
 use crate::error::{Error, Result};
+use crate::event::parse_canonical_i64;
 use crate::secret::Secret;
 
 /// Who a credential is for. `0` is the guest (not logged in), as in Moodle; negatives are refused.
@@ -122,8 +123,10 @@ pub fn verify(
     ) else {
         return Err(invalid());
     };
-    let user = UserId(user.parse::<i64>().map_err(|_| invalid())?);
-    let expires = expires.parse::<i64>().map_err(|_| invalid())?;
+    // Only the canonical spelling of each number: `v1.042.…` or `v1.+42.…` must not verify
+    // as the token of user 42 (the MAC covers the number, not the text).
+    let user = UserId(parse_canonical_i64(user).ok_or_else(invalid)?);
+    let expires = parse_canonical_i64(expires).ok_or_else(invalid)?;
     let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| invalid())?;
     mac(secret, kind, hash, user, expires)
         .verify_slice(&tag)
@@ -173,6 +176,22 @@ mod tests {
         let tampered = t.replacen("v1.42.", "v1.43.", 1);
         assert!(verify(&s, TokenKind::Subscription, Some(&hash('a')), &tampered).is_err());
         assert!(verify(&s, TokenKind::User, None, "garbage").is_err());
+        // Non-canonical spellings of the same numbers: refused, though the MAC matches.
+        let user = sign(&s, TokenKind::User, None, UserId(42), exp);
+        assert_eq!(
+            verify(&s, TokenKind::User, None, &user).expect("valid"),
+            UserId(42)
+        );
+        for variant in [
+            user.replacen("v1.42.", "v1.042.", 1),
+            user.replacen("v1.42.", "v1.+42.", 1),
+            user.replacen(&format!(".{exp}."), &format!(".0{exp}."), 1),
+            user.replacen(&format!(".{exp}."), &format!(".+{exp}."), 1),
+        ] {
+            assert_ne!(variant, user);
+            let err = verify(&s, TokenKind::User, None, &variant).expect_err(&variant);
+            assert_eq!(err.code(), "token_invalid");
+        }
         let old = sign(&s, TokenKind::User, None, UserId(1), now_secs() - 1);
         let err = verify(&s, TokenKind::User, None, &old).expect_err("expired");
         assert_eq!(err.code(), "token_expired");

@@ -63,6 +63,26 @@ fn open_connection(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// How long opening keeps retrying while another process creates the same database.
+const OPEN_RETRY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Opens the database, creates the schema and the epoch when absent, and reads the epoch.
+fn create_or_open(path: &Path) -> rusqlite::Result<(Connection, String)> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(SCHEMA)?;
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)",
+        params![random_hex(8)],
+    )?;
+    let epoch: String = conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+        r.get(0)
+    })?;
+    Ok((conn, epoch))
+}
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -93,17 +113,30 @@ impl SqliteEngine {
                     Error::EngineUnavailable(format!("creating {}: {e}", dir.display()))
                 })?;
             }
-            let conn = open_connection(&p)?;
-            conn.execute_batch(SCHEMA)?;
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)",
-                params![random_hex(8)],
-            )?;
-            let epoch: String =
-                conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
-                    r.get(0)
-                })?;
-            Ok((conn, Epoch(epoch)))
+            // Several processes may create the file at the same moment (two servers first
+            // started together): switching to WAL and creating the schema can answer "database
+            // is locked" at once, without waiting on the busy timeout. Retry until a deadline.
+            let deadline = std::time::Instant::now() + OPEN_RETRY;
+            loop {
+                match create_or_open(&p) {
+                    Ok((conn, epoch)) => return Ok((conn, Epoch(epoch))),
+                    Err(e)
+                        if matches!(
+                            e.sqlite_error_code(),
+                            Some(rusqlite::ErrorCode::DatabaseBusy)
+                                | Some(rusqlite::ErrorCode::DatabaseLocked)
+                        ) && std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    Err(e) => {
+                        return Err(Error::EngineUnavailable(format!(
+                            "setting up {}: {e}",
+                            p.display()
+                        )))
+                    }
+                }
+            }
         })
         .await
         .map_err(|e| Error::Internal(format!("sqlite open task: {e}")))??;
