@@ -40,6 +40,23 @@ const TAIL_BATCH: usize = 1_000;
 /// What one cached event costs besides its bytes (the `Arc`, the two indexes, the hash).
 const EVENT_OVERHEAD: usize = 256;
 
+/// About how many bytes one engine read of the resume path may bring into memory: with large
+/// events a read of `limits.poll_events` could hold tens of MB per client, only to be cut at
+/// `limits.batch_bytes` by the transport (and read again for the next batch).
+const RESUME_READ_BYTES: usize = 4 * 1024 * 1024;
+/// The fewest events one engine read of the resume path asks for.
+const RESUME_READ_MIN: usize = 16;
+
+/// How many events one engine read of the resume path asks for: `limit`, lowered so that
+/// events of the cache's current average size fill about [`RESUME_READ_BYTES`].
+fn resume_page(limit: usize, cached_bytes: usize, cached: usize) -> usize {
+    if cached == 0 {
+        return limit;
+    }
+    let average = (cached_bytes / cached).max(1);
+    (RESUME_READ_BYTES / average).clamp(RESUME_READ_MIN.min(limit), limit.max(1))
+}
+
 /// The default of `hub.cache_bytes`: 64 MiB.
 pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -644,7 +661,10 @@ impl Hub {
         }
         // Older than the cache: one engine read, then the floor (read after, so that a purge
         // racing with the read is noticed).
-        let head_before = self.read_state().head;
+        let (head_before, limit) = {
+            let st = self.read_state();
+            (st.head, resume_page(limit, st.cache.bytes, st.cache.len()))
+        };
         metrics::counter!(crate::telemetry::ENGINE_READS, "path" => "resume").increment(1);
         let events = self.engine.read(cursor.id, Some(hashes), limit).await?;
         let pos = self.engine.position().await?;
@@ -847,16 +867,27 @@ mod tests {
         assert_eq!(batch.events.len(), 1);
         assert_eq!(engine.1.load(Ordering::Relaxed), 0, "no engine read");
 
-        // From the start: one engine read, every event, in order.
-        let batch = hub
-            .fetch(std::slice::from_ref(&hash), &start, 1000)
-            .await
-            .expect("fetch");
-        assert!(batch.recovered);
-        let ids: Vec<i64> = batch.events.iter().map(|e| e.id.0).collect();
+        // From the start: engine reads of a few MB each (not 1000 events of 60 KB at once),
+        // continued by cursor: every event, in order, once.
+        let mut cursor = start;
+        let mut ids = Vec::new();
+        let mut reads = 0;
+        while cursor.id < EventId(100) {
+            let batch = hub
+                .fetch(std::slice::from_ref(&hash), &cursor, 1000)
+                .await
+                .expect("fetch");
+            assert!(batch.recovered);
+            assert!(!batch.events.is_empty(), "progress from {cursor}");
+            let bytes: usize = batch.events.iter().map(|e| e.json.len()).sum();
+            assert!(bytes <= 2 * RESUME_READ_BYTES, "{bytes} bytes in one read");
+            ids.extend(batch.events.iter().map(|e| e.id.0));
+            cursor = batch.cursor;
+            reads += 1;
+        }
         assert_eq!(ids, (1..=100).collect::<Vec<_>>());
-        assert_eq!(batch.cursor.id, EventId(100));
-        assert_eq!(engine.1.load(Ordering::Relaxed), 1);
+        assert_eq!(engine.1.load(Ordering::Relaxed), reads);
+        assert!(reads > 1, "large events are read in pages");
     }
 
     /// A channel quieter than the cache's span: its client's cursor falls below the oldest

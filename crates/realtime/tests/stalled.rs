@@ -101,6 +101,8 @@ async fn a_long_poll_answer_nobody_reads_is_dropped_after_the_write_timeout() {
         // An answer far larger than what the kernel buffers between the two ends, so that
         // the server's write waits on a client that does not read.
         c.limits.batch_bytes = 32 * 1024 * 1024;
+        // ... answered from the hub's cache (the engine's resume path reads a few MB at most).
+        c.hub.cache_bytes = 256 * 1024 * 1024;
     }))
     .await;
     let ch = channel("mod_big", "poll");
