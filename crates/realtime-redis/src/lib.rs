@@ -24,6 +24,9 @@
 //!   the first append of a version that indexes). Entries older than it, written by an older
 //!   version, are found by scanning, as before; they leave with retention.
 //!
+//! Every node on one prefix must run a version that indexes: an older node's appends would be
+//! missing from the index (upgrade all nodes of a deployment together).
+//!
 //! ## Unreadable entries
 //! An entry that cannot be parsed (written by hand, or by an older version that stored text it
 //! cannot read back) is skipped with an error in the log and one count of
@@ -328,6 +331,9 @@ impl RedisEngine {
     /// atomic step, and stopping at `until` (inclusive) when given. Unreadable entries are
     /// skipped; fewer than `count` events means there are no more.
     async fn range(&self, after: i64, until: Option<i64>, count: usize) -> Result<Vec<Event>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
         let mut conn = self.conn.clone();
         let mut out = Vec::new();
         let mut after = after;
@@ -390,13 +396,14 @@ impl RedisEngine {
         }
     }
 
-    /// Up to `limit` events of `hashes` after `after`, through the channel index.
-    async fn read_indexed(
+    /// One page of the channel index: the epoch, the indexed mark, and up to `limit` entries
+    /// `(id, value)` of `hashes` after `after`, in one atomic step.
+    async fn index_page(
         &self,
         after: i64,
         hashes: &[ChannelHash],
         limit: usize,
-    ) -> Result<Vec<Event>> {
+    ) -> Result<(i64, Vec<(String, redis::Value)>)> {
         let mut conn = self.conn.clone();
         let script = redis::Script::new(READ_INDEXED);
         let mut invocation = script.prepare_invoke();
@@ -413,32 +420,58 @@ impl RedisEngine {
             .await
             .map_err(|e| unavailable("read", e))?;
         self.check_epoch(epoch.as_deref())?;
+        let mut page = Vec::with_capacity(flat.len() / 2);
+        let mut flat = flat.into_iter();
+        while let (Some(id), Some(value)) = (flat.next(), flat.next()) {
+            let id: String = redis::from_redis_value(&id)
+                .map_err(|e| Error::Internal(format!("redis index read: {e}")))?;
+            page.push((id, value));
+        }
+        Ok((indexed, page))
+    }
+
+    /// Up to `limit` events of `hashes` after `after`, through the channel index.
+    async fn read_indexed(
+        &self,
+        after: i64,
+        hashes: &[ChannelHash],
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let (indexed, mut page) = self.index_page(after, hashes, limit).await?;
         let mut out = Vec::new();
         if indexed == 0 || after + 1 < indexed {
             // Some entries after `after` predate the index: scan those first (they are older
             // than every indexed one, and leave with retention).
             let until = (indexed > 0).then(|| indexed - 1);
             out = self.scan(after, until, hashes, limit).await?;
-            if indexed == 0 {
+            if indexed == 0 || out.len() == limit {
                 return Ok(out);
             }
         }
-        for pair in flat.chunks(2) {
-            if out.len() == limit {
-                break;
-            }
-            let [id, value] = pair else { continue };
-            let id: String = redis::from_redis_value(id)
-                .map_err(|e| Error::Internal(format!("redis index read: {e}")))?;
-            // The index names channels by hash; check it, in case a store was replaced under a
-            // surviving index.
-            if let Some(e) = self.parse_or_skip(&id, Some(value)) {
-                if hashes.contains(&e.hash) {
-                    out.push(e);
+        let mut want = limit;
+        loop {
+            let full = page.len() == want;
+            let mut cursor = after;
+            for (id, value) in &page {
+                if out.len() == limit {
+                    return Ok(out);
+                }
+                cursor = entry_id(id)?;
+                // The index names channels by hash; check it, in case a store was replaced
+                // under a surviving index.
+                if let Some(e) = self.parse_or_skip(id, Some(value)) {
+                    if hashes.contains(&e.hash) {
+                        out.push(e);
+                    }
                 }
             }
+            // A skipped entry leaves room: read on so that a short answer means "no more".
+            if !full || out.len() >= limit {
+                return Ok(out);
+            }
+            want = limit - out.len();
+            page = self.index_page(cursor, hashes, want).await?.1;
         }
-        Ok(out)
     }
 }
 
