@@ -99,6 +99,27 @@ fn unavailable(context: &str, e: impl std::fmt::Display) -> Error {
     Error::EngineUnavailable(format!("postgres {context}: {e}"))
 }
 
+/// Classifies a failed statement of an append: the database refusing the data itself (SQLSTATE
+/// class 22 "data exception", 23 "integrity constraint violation", 54 "program limit exceeded",
+/// such as a JSON value nested past the stack limit) is the caller's fault and answers 400
+/// `invalid_event`; anything else (no connection, shutdown, lack of resources, a timeout) is
+/// the engine's and answers 503. The driver's text goes to the log, not to the client.
+fn append_error(context: &str, e: &tokio_postgres::Error) -> Error {
+    let data = e.code().is_some_and(|c| {
+        let class = c.code().get(..2).unwrap_or("");
+        matches!(class, "22" | "23" | "54")
+    });
+    if data {
+        tracing::warn!(error = %e, "postgres refused an event's data");
+        Error::bad_request(
+            "invalid_event",
+            "the engine cannot store a value of this event",
+        )
+    } else {
+        unavailable(context, e)
+    }
+}
+
 /// Runs `f` within [`OP_TIMEOUT`].
 async fn timed<T>(context: &str, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::time::timeout(OP_TIMEOUT, f)
@@ -189,29 +210,75 @@ async fn writer(pool: Pool, mut rx: mpsc::Receiver<Append>, changes: Arc<Notify>
                 Err(_) => break,
             }
         }
-        let batches: Vec<Vec<NewEvent>> = group
-            .iter_mut()
-            .map(|a| std::mem::take(&mut a.events))
-            .collect();
-        match timed("append", insert_group(&pool, batches)).await {
+        let result = {
+            let batches: Vec<&[NewEvent]> = group.iter().map(|a| a.events.as_slice()).collect();
+            timed("append", insert_group(&pool, &batches)).await
+        };
+        match result {
             Ok(stored) => {
-                for (a, events) in group.into_iter().zip(stored) {
-                    let _ = a.reply.send(Ok(events));
-                }
+                answer(group, stored);
                 changes.notify_one();
+            }
+            Err(Error::BadRequest { .. }) if group.len() > 1 => {
+                // One caller's data failed the whole transaction: retry each caller's batch on
+                // its own, in order, so that only the bad one gets its error.
+                tracing::warn!(
+                    callers = group.len(),
+                    "postgres group commit refused data; retrying each caller alone"
+                );
+                let mut any = false;
+                for a in group {
+                    let result = timed("append", insert_group(&pool, &[a.events.as_slice()])).await;
+                    match result {
+                        Ok(stored) => {
+                            any = true;
+                            answer(vec![a], stored);
+                        }
+                        Err(e) => {
+                            let _ = a.reply.send(Err(e));
+                        }
+                    }
+                }
+                if any {
+                    changes.notify_one();
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "postgres group commit failed; nothing of it was stored");
-                for a in group {
-                    let _ = a.reply.send(Err(Error::EngineUnavailable(e.to_string())));
+                let e = match e {
+                    // The one caller's own data: its 400 as it is.
+                    Error::BadRequest { code, message } => Error::BadRequest { code, message },
+                    other => Error::EngineUnavailable(other.to_string()),
+                };
+                let mut group = group.into_iter();
+                if let Some(a) = group.next() {
+                    let _ = a.reply.send(Err(e));
                 }
             }
         }
     }
 }
 
-async fn insert_group(pool: &Pool, batches: Vec<Vec<NewEvent>>) -> Result<Vec<Vec<Event>>> {
-    let n: usize = batches.iter().map(Vec::len).sum();
+/// Answers each caller of `group` with its events, stored from the first id `first` at `now`.
+fn answer(group: Vec<Append>, (first, now): (i64, i64)) {
+    let mut id = first;
+    for a in group {
+        let events = a
+            .events
+            .into_iter()
+            .map(|e| {
+                let stored = Event::from_new(e, EventId(id), now);
+                id += 1;
+                stored
+            })
+            .collect();
+        let _ = a.reply.send(Ok(events));
+    }
+}
+
+/// Inserts `batches` in one transaction; answers the first id given and the time stored.
+async fn insert_group(pool: &Pool, batches: &[&[NewEvent]]) -> Result<(i64, i64)> {
+    let n: usize = batches.iter().map(|b| b.len()).sum();
     let mut client = pool.get().await.map_err(|e| unavailable("connection", e))?;
     let tx = client
         .transaction()
@@ -228,12 +295,13 @@ async fn insert_group(pool: &Pool, batches: Vec<Vec<NewEvent>>) -> Result<Vec<Ve
         .map_err(|e| unavailable("append", e))?
         .get(0);
     let now = now_secs();
+    let first = head - n_i64 + 1;
     let mut ids = Vec::with_capacity(n);
     let (mut hashes, mut contexts, mut components, mut areas) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut items, mut details, mut payloads, mut times) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (id, e) in (head - n_i64 + 1..).zip(batches.iter().flatten()) {
+    for (id, e) in (first..).zip(batches.iter().flat_map(|b| b.iter())) {
         ids.push(id);
         hashes.push(e.hash.as_str());
         contexts.push(e.channel.contextid);
@@ -252,25 +320,12 @@ async fn insert_group(pool: &Pool, batches: Vec<Vec<NewEvent>>) -> Result<Vec<Ve
         &[&ids, &hashes, &contexts, &components, &areas, &items, &details, &payloads, &times],
     )
     .await
-    .map_err(|e| unavailable("append", e))?;
+    .map_err(|e| append_error("append", &e))?;
     tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &head.to_string()])
         .await
         .map_err(|e| unavailable("append", e))?;
     tx.commit().await.map_err(|e| unavailable("commit", e))?;
-    let mut id = head - n_i64 + 1;
-    Ok(batches
-        .into_iter()
-        .map(|batch| {
-            batch
-                .into_iter()
-                .map(|e| {
-                    let stored = Event::from_new(e, EventId(id), now);
-                    id += 1;
-                    stored
-                })
-                .collect()
-        })
-        .collect())
+    Ok((first, now))
 }
 
 /// Keeps one `LISTEN` connection open, reconnecting with backoff, and wakes the hub on every

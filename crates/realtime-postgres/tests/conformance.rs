@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use realtime::engine::Engine;
-use realtime::testing::{engine_conformance, new_event};
+use realtime::testing::{engine_conformance, new_event, raw_event};
 use realtime::EventId;
 use realtime_postgres::testing::ScratchDatabase;
 use realtime_postgres::PostgresEngine;
@@ -104,4 +104,64 @@ async fn a_node_learns_of_another_nodes_events_through_listen() {
         .expect("b was woken by a's NOTIFY")
         .expect("task");
     assert_eq!(b.read(EventId(0), None, 10).await.expect("read").len(), 1);
+}
+
+/// Issue 9: a NUL in details (or a payload nested past PostgreSQL's stack) failed the whole
+/// group commit with 503, and with it every other caller batched into it. Handed to the engine
+/// directly (the boundary refuses them first), each bad event now gets 400 `invalid_event`,
+/// alone, and every concurrent good notify is acknowledged and readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_event_fails_only_its_own_caller() {
+    let db = ScratchDatabase::create().await;
+    let engine = Arc::new(PostgresEngine::connect(&db.url).await.expect("connect"));
+    let deep = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
+    for bad in [
+        raw_event(1, "mod_bad", "x", 0, "nul\0here", "1"),
+        raw_event(1, "mod_bad", "x", 0, "", &deep),
+    ] {
+        let good: Vec<_> = (0..64)
+            .map(|t| {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    engine
+                        .append(vec![new_event("mod_good", "x", t, &t.to_string())])
+                        .await
+                })
+            })
+            .collect();
+        let refused = engine
+            .append(vec![bad])
+            .await
+            .expect_err("PostgreSQL refuses this event");
+        assert_eq!(
+            (refused.status().as_u16(), refused.code()),
+            (400, "invalid_event"),
+            "{refused}"
+        );
+        assert!(
+            !refused.to_string().contains("db error"),
+            "no driver text for the client: {refused}"
+        );
+        let mut ids = Vec::new();
+        for g in good {
+            ids.push(
+                g.await
+                    .expect("task")
+                    .expect("a good notify is acknowledged")[0]
+                    .id,
+            );
+        }
+        let all = engine.read(EventId(0), None, 10_000).await.expect("read");
+        for id in ids {
+            assert!(all.iter().any(|e| e.id == id), "{id:?} is readable");
+        }
+    }
+    assert_eq!(
+        engine
+            .read(EventId(0), None, 10_000)
+            .await
+            .expect("read")
+            .len(),
+        128
+    );
 }

@@ -14,12 +14,29 @@
 //! - `<prefix>:epoch` — the store's incarnation, created with `SET NX` by whoever touches an
 //!   empty store. A Redis restart without persistence loses all three keys; the next append or
 //!   position creates a new epoch, and clients are told `recovered: false`.
-//! - `<prefix>:floor` — the newest id removed by retention (`XTRIM MINID`).
+//! - `<prefix>:floor` — the newest id removed by retention. The purge raises it and trims the
+//!   stream (`XTRIM MINID`) in one script, so no reader ever sees the trim without the floor.
+//! - `<prefix>:ch:<hash>` — the channel index: a sorted set of the ids of one channel's events
+//!   (score = member = id), written by the append script and trimmed by the purge script. A
+//!   resume filtered by channel reads the index and then only the entries it names, instead of
+//!   scanning the whole retained stream.
+//! - `<prefix>:indexed` — the first id from which every entry is in the channel index (set by
+//!   the first append of a version that indexes). Entries older than it, written by an older
+//!   version, are found by scanning, as before; they leave with retention.
+//!
+//! Every node on one prefix must run a version that indexes: an older node's appends would be
+//! missing from the index (upgrade all nodes of a deployment together).
+//!
+//! ## Unreadable entries
+//! An entry that cannot be parsed (written by hand, or by an older version that stored text it
+//! cannot read back) is skipped with an error in the log and one count of
+//! [`UNREADABLE_EVENTS`]; every other event is delivered, and the purge removes it with its run.
 //!
 //! Durability is Redis's: with `appendonly yes` and `appendfsync always` an acknowledged event
 //! survives a crash; without persistence it survives only while Redis runs. The keys must not
 //! be evicted (`maxmemory-policy noeviction`).
 
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,45 +54,132 @@ use serde_json::value::RawValue;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// Stream entries that could not be parsed and were skipped (see the crate doc).
+pub const UNREADABLE_EVENTS: &str = "realtime_engine_unreadable_events_total";
+
 /// Appends a batch atomically: makes sure the epoch exists, takes `n` ids from the head
-/// counter, adds the entries with those ids, and answers the last id and the epoch.
+/// counter, adds the entries with those ids and their ids to the channel index, and answers the
+/// last id and the epoch. `KEYS`: events, head, epoch, indexed, then one index key per event.
 const APPEND: &str = r"
 redis.call('SET', KEYS[3], ARGV[1], 'NX')
 local n = #ARGV - 1
 local last = redis.call('INCRBY', KEYS[2], n)
 local first = last - n
+redis.call('SET', KEYS[4], first + 1, 'NX')
 for i = 1, n do
-  redis.call('XADD', KEYS[1], '0-' .. (first + i), 'e', ARGV[i + 1])
+  local id = first + i
+  redis.call('XADD', KEYS[1], '0-' .. id, 'e', ARGV[i + 1])
+  redis.call('ZADD', KEYS[4 + i], id, id)
 end
 return {last, redis.call('GET', KEYS[3])}
 ";
 
-/// Raises the floor (never lowers it).
-const RAISE_FLOOR: &str = r"
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+/// Reads up to `ARGV[2]` entries after `ARGV[1]` of the channels whose index keys are
+/// `KEYS[4..]`, in id order, in one atomic step with the epoch and the indexed mark.
+/// `KEYS`: epoch, events, indexed, index keys. Answers `{epoch, indexed, {id, json, ...}}`;
+/// an indexed id whose entry is gone is left out (it was trimmed, and the floor says so).
+const READ_INDEXED: &str = r"
+local epoch = redis.call('GET', KEYS[1])
+local indexed = tonumber(redis.call('GET', KEYS[3]) or '0')
+local limit = tonumber(ARGV[2])
+local ids = {}
+for j = 4, #KEYS do
+  local got = redis.call('ZRANGEBYSCORE', KEYS[j], '(' .. ARGV[1], '+inf', 'LIMIT', 0, limit)
+  for _, m in ipairs(got) do ids[#ids + 1] = tonumber(m) end
+end
+table.sort(ids)
+local out = {}
+local prev = -1
+local taken = 0
+for _, id in ipairs(ids) do
+  if taken >= limit then break end
+  if id ~= prev then
+    prev = id
+    local entry = redis.call('XRANGE', KEYS[2], '0-' .. id, '0-' .. id)[1]
+    if entry then
+      local value = ''
+      local fields = entry[2]
+      for k = 1, #fields - 1, 2 do
+        if fields[k] == 'e' then value = fields[k + 1] end
+      end
+      out[#out + 1] = entry[1]
+      out[#out + 1] = value
+      taken = taken + 1
+    end
+  end
+end
+return {epoch or false, indexed, out}
+";
+
+/// Removes entries up to `ARGV[1]`: raises the floor (never lowers it) first, trims the stream
+/// and the index keys `KEYS[3..]` of the channels those entries belonged to, all in one atomic
+/// step, so that no reader sees trimmed entries with the old floor. `KEYS`: events, floor.
+const PURGE: &str = r"
+local last = tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+if last > current then redis.call('SET', KEYS[2], ARGV[1]) end
+redis.call('XTRIM', KEYS[1], 'MINID', '0-' .. (last + 1))
+for j = 3, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[j], '-inf', ARGV[1])
+end
 return 1
 ";
 
-/// An event as stored in the stream entry.
-#[derive(Serialize, Deserialize)]
-struct Stored<'a> {
+/// Entries one purge step examines (and at most removes) in one script.
+const PURGE_CHUNK: usize = 500;
+
+/// An event as written into the stream entry (borrowed: serialising escapes what needs it).
+#[derive(Serialize)]
+struct StoredRef<'a> {
     hash: &'a str,
     contextid: i64,
     component: &'a str,
     area: &'a str,
     itemid: i64,
     channeldetails: &'a str,
-    #[serde(borrow)]
     payload: &'a RawValue,
     timecreated: i64,
 }
 
+/// An event as read back from the stream entry: owned, because a JSON string with an escape
+/// (`\\`, `\"`, `\u00e9`) cannot be borrowed from the entry's bytes.
+#[derive(Deserialize)]
+struct Stored {
+    hash: String,
+    contextid: i64,
+    component: String,
+    area: String,
+    itemid: i64,
+    channeldetails: String,
+    payload: Box<RawValue>,
+    timecreated: i64,
+}
+
 struct Keys {
+    prefix: String,
     events: String,
     head: String,
     epoch: String,
     floor: String,
+    indexed: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_string(),
+            events: format!("{prefix}:events"),
+            head: format!("{prefix}:head"),
+            epoch: format!("{prefix}:epoch"),
+            floor: format!("{prefix}:floor"),
+            indexed: format!("{prefix}:indexed"),
+        }
+    }
+
+    /// The channel index of `hash`.
+    fn channel(&self, hash: &str) -> String {
+        format!("{}:ch:{hash}", self.prefix)
+    }
 }
 
 /// The Redis engine. See the crate doc.
@@ -88,6 +192,9 @@ pub struct RedisEngine {
     changes: Arc<Notify>,
     cancel: CancellationToken,
     closed: std::sync::atomic::AtomicBool,
+    /// Ids of unreadable entries already reported, so that the log and the metric count each
+    /// once per process however often the tail passes over it.
+    reported: Mutex<HashSet<i64>>,
 }
 
 impl std::fmt::Debug for RedisEngine {
@@ -155,12 +262,7 @@ impl RedisEngine {
         .await
         .map_err(|_| unavailable("connect", "timed out"))?
         .map_err(|e| unavailable("connect", e))?;
-        let keys = Arc::new(Keys {
-            events: format!("{prefix}:events"),
-            head: format!("{prefix}:head"),
-            epoch: format!("{prefix}:epoch"),
-            floor: format!("{prefix}:floor"),
-        });
+        let keys = Arc::new(Keys::new(&prefix));
         let engine = RedisEngine {
             conn,
             keys: keys.clone(),
@@ -168,6 +270,7 @@ impl RedisEngine {
             changes: Arc::new(Notify::new()),
             cancel: CancellationToken::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
+            reported: Mutex::new(HashSet::new()),
         };
         engine.position().await?;
         tokio::spawn(watch(
@@ -192,39 +295,183 @@ impl RedisEngine {
         }
     }
 
-    /// Reads entries after `after` (exclusive), up to `count`, checking the epoch in the same
-    /// atomic step.
-    async fn range(&self, after: i64, count: usize) -> Result<Vec<Event>> {
-        let mut conn = self.conn.clone();
-        let (epoch, reply): (Option<String>, StreamRangeReply) = redis::pipe()
-            .atomic()
-            .cmd("GET")
-            .arg(&self.keys.epoch)
-            .cmd("XRANGE")
-            .arg(&self.keys.events)
-            .arg(format!("(0-{after}"))
-            .arg("+")
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| unavailable("read", e))?;
-        match epoch {
-            Some(e) if self.same_epoch(&e) => {}
+    /// Fails unless `seen` (the epoch read with the data) is the one this engine knows.
+    fn check_epoch(&self, seen: Option<&str>) -> Result<()> {
+        match seen {
+            Some(e) if self.same_epoch(e) => Ok(()),
             // A lost or replaced store: fail this read; the hub's next position check sees the
             // new epoch and starts over in it.
-            _ => {
-                return Err(unavailable(
-                    "read",
-                    "the store was lost or replaced (epoch changed)",
-                ))
+            _ => Err(unavailable(
+                "read",
+                "the store was lost or replaced (epoch changed)",
+            )),
+        }
+    }
+
+    /// Parses one entry; an unreadable one is reported (once) and skipped.
+    fn parse_or_skip(&self, id: &str, value: Option<&redis::Value>) -> Option<Event> {
+        match parse_entry(id, value) {
+            Ok(event) => Some(event),
+            Err(e) => {
+                let n = entry_id(id).unwrap_or(-1);
+                let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+                if reported.len() > 10_000 {
+                    reported.clear();
+                }
+                if reported.insert(n) {
+                    tracing::error!(entry = id, error = %e, "redis: an unreadable stream entry is skipped");
+                    metrics::counter!(UNREADABLE_EVENTS).increment(1);
+                }
+                None
             }
         }
-        reply
-            .ids
-            .iter()
-            .map(|entry| parse_entry(&entry.id, &entry.map))
-            .collect()
+    }
+
+    /// Reads entries after `after` (exclusive), up to `count`, checking the epoch in the same
+    /// atomic step, and stopping at `until` (inclusive) when given. Unreadable entries are
+    /// skipped; fewer than `count` events means there are no more.
+    async fn range(&self, after: i64, until: Option<i64>, count: usize) -> Result<Vec<Event>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut out = Vec::new();
+        let mut after = after;
+        let end = until.map_or_else(|| "+".to_string(), |u| format!("0-{u}"));
+        loop {
+            let want = count - out.len();
+            let (epoch, reply): (Option<String>, StreamRangeReply) = redis::pipe()
+                .atomic()
+                .cmd("GET")
+                .arg(&self.keys.epoch)
+                .cmd("XRANGE")
+                .arg(&self.keys.events)
+                .arg(format!("(0-{after}"))
+                .arg(&end)
+                .arg("COUNT")
+                .arg(want)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| unavailable("read", e))?;
+            self.check_epoch(epoch.as_deref())?;
+            let full = reply.ids.len() == want;
+            for entry in &reply.ids {
+                after = entry_id(&entry.id)?;
+                out.extend(self.parse_or_skip(&entry.id, entry.map.get("e")));
+            }
+            // Skipped entries leave room: read on so that a short answer still means "no more".
+            if !full || out.len() == count {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Scans entries after `after` up to `until` for those of `hashes`: how events written
+    /// before the channel index existed are found.
+    async fn scan(
+        &self,
+        after: i64,
+        until: Option<i64>,
+        hashes: &[ChannelHash],
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let chunk = limit.max(1_000);
+        let mut out = Vec::new();
+        let mut cursor = after;
+        loop {
+            let events = self.range(cursor, until, chunk).await?;
+            let done = events.len() < chunk;
+            for e in events {
+                cursor = e.id.0;
+                if hashes.contains(&e.hash) {
+                    out.push(e);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// One page of the channel index: the epoch, the indexed mark, and up to `limit` entries
+    /// `(id, value)` of `hashes` after `after`, in one atomic step.
+    async fn index_page(
+        &self,
+        after: i64,
+        hashes: &[ChannelHash],
+        limit: usize,
+    ) -> Result<(i64, Vec<(String, redis::Value)>)> {
+        let mut conn = self.conn.clone();
+        let script = redis::Script::new(READ_INDEXED);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(&self.keys.epoch)
+            .key(&self.keys.events)
+            .key(&self.keys.indexed);
+        for h in hashes {
+            invocation.key(self.keys.channel(h.as_str()));
+        }
+        invocation.arg(after).arg(limit);
+        let (epoch, indexed, flat): (Option<String>, i64, Vec<redis::Value>) = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| unavailable("read", e))?;
+        self.check_epoch(epoch.as_deref())?;
+        let mut page = Vec::with_capacity(flat.len() / 2);
+        let mut flat = flat.into_iter();
+        while let (Some(id), Some(value)) = (flat.next(), flat.next()) {
+            let id: String = redis::from_redis_value(&id)
+                .map_err(|e| Error::Internal(format!("redis index read: {e}")))?;
+            page.push((id, value));
+        }
+        Ok((indexed, page))
+    }
+
+    /// Up to `limit` events of `hashes` after `after`, through the channel index.
+    async fn read_indexed(
+        &self,
+        after: i64,
+        hashes: &[ChannelHash],
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let (indexed, mut page) = self.index_page(after, hashes, limit).await?;
+        let mut out = Vec::new();
+        if indexed == 0 || after + 1 < indexed {
+            // Some entries after `after` predate the index: scan those first (they are older
+            // than every indexed one, and leave with retention).
+            let until = (indexed > 0).then(|| indexed - 1);
+            out = self.scan(after, until, hashes, limit).await?;
+            if indexed == 0 || out.len() == limit {
+                return Ok(out);
+            }
+        }
+        let mut want = limit;
+        loop {
+            let full = page.len() == want;
+            let mut cursor = after;
+            for (id, value) in &page {
+                if out.len() == limit {
+                    return Ok(out);
+                }
+                cursor = entry_id(id)?;
+                // The index names channels by hash; check it, in case a store was replaced
+                // under a surviving index.
+                if let Some(e) = self.parse_or_skip(id, Some(value)) {
+                    if hashes.contains(&e.hash) {
+                        out.push(e);
+                    }
+                }
+            }
+            // A skipped entry leaves room: read on so that a short answer means "no more".
+            if !full || out.len() >= limit {
+                return Ok(out);
+            }
+            want = limit - out.len();
+            page = self.index_page(cursor, hashes, want).await?.1;
+        }
     }
 }
 
@@ -234,25 +481,25 @@ fn entry_id(id: &str) -> Result<i64> {
         .ok_or_else(|| Error::Internal(format!("a stream entry id {id:?} is not 0-N")))
 }
 
-fn parse_entry(id: &str, map: &std::collections::HashMap<String, redis::Value>) -> Result<Event> {
+fn parse_entry(id: &str, value: Option<&redis::Value>) -> Result<Event> {
     let id = entry_id(id)?;
-    let bytes: Vec<u8> = match map.get("e") {
+    let bytes: Vec<u8> = match value {
         Some(v) => {
             redis::from_redis_value(v).map_err(|e| Error::Internal(format!("entry {id}: {e}")))?
         }
         None => return Err(Error::Internal(format!("entry {id} has no field e"))),
     };
-    let stored: Stored<'_> =
+    let stored: Stored =
         serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("entry {id}: {e}")))?;
     Ok(Event {
         id: EventId(id),
-        hash: ChannelHash::parse(stored.hash)?,
+        hash: ChannelHash::parse(&stored.hash)?,
         contextid: stored.contextid,
-        component: stored.component.to_string(),
-        area: stored.area.to_string(),
+        component: stored.component,
+        area: stored.area,
         itemid: stored.itemid,
-        channeldetails: stored.channeldetails.to_string(),
-        payload: stored.payload.to_owned(),
+        channeldetails: stored.channeldetails,
+        payload: stored.payload,
         timecreated: stored.timecreated,
     })
 }
@@ -341,9 +588,11 @@ impl Engine for RedisEngine {
             .key(&self.keys.events)
             .key(&self.keys.head)
             .key(&self.keys.epoch)
+            .key(&self.keys.indexed)
             .arg(random_hex(8));
         for e in &events {
-            let stored = Stored {
+            script.key(self.keys.channel(e.hash.as_str()));
+            let stored = StoredRef {
                 hash: e.hash.as_str(),
                 contextid: e.channel.contextid,
                 component: &e.channel.component,
@@ -382,28 +631,10 @@ impl Engine for RedisEngine {
         hashes: Option<&[ChannelHash]>,
         limit: usize,
     ) -> Result<Vec<Event>> {
-        let Some(hashes) = hashes else {
-            return self.range(after.0, limit).await;
-        };
-        // The stream has no index by channel: scan forward in chunks, keep the matches.
-        let chunk = limit.max(1_000);
-        let mut out = Vec::new();
-        let mut cursor = after.0;
-        loop {
-            let events = self.range(cursor, chunk).await?;
-            let done = events.len() < chunk;
-            for e in events {
-                cursor = e.id.0;
-                if hashes.contains(&e.hash) {
-                    out.push(e);
-                    if out.len() == limit {
-                        return Ok(out);
-                    }
-                }
-            }
-            if done {
-                return Ok(out);
-            }
+        match hashes {
+            None => self.range(after.0, None, limit).await,
+            Some([]) => Ok(Vec::new()),
+            Some(hashes) => self.read_indexed(after.0, hashes, limit).await,
         }
     }
 
@@ -436,56 +667,53 @@ impl Engine for RedisEngine {
 
     async fn purge(&self, before: i64) -> Result<u64> {
         let mut conn = self.conn.clone();
-        // Find the first entry young enough to keep, scanning from the oldest.
-        let mut after = 0i64;
-        let mut last_old: Option<i64> = None;
         let mut removed = 0u64;
-        let keep = loop {
+        // From the oldest entry, a chunk at a time: the run of entries older than `before` in
+        // the chunk goes, with the floor raised in the same script. An unreadable entry goes
+        // with the run it sits in.
+        loop {
             let reply: StreamRangeReply = redis::cmd("XRANGE")
                 .arg(&self.keys.events)
-                .arg(format!("(0-{after}"))
+                .arg("-")
                 .arg("+")
                 .arg("COUNT")
-                .arg(500)
+                .arg(PURGE_CHUNK)
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| unavailable("purge", e))?;
-            if reply.ids.is_empty() {
-                break None;
-            }
-            let mut young = None;
+            let mut last_old = None;
+            let mut hashes = BTreeSet::new();
+            let mut young = false;
             for entry in &reply.ids {
-                let event = parse_entry(&entry.id, &entry.map)?;
-                if event.timecreated >= before {
-                    young = Some(event.id.0);
-                    break;
+                let id = entry_id(&entry.id)?;
+                if let Some(event) = self.parse_or_skip(&entry.id, entry.map.get("e")) {
+                    if event.timecreated >= before {
+                        young = true;
+                        break;
+                    }
+                    hashes.insert(event.hash);
                 }
-                last_old = Some(event.id.0);
+                last_old = Some(id);
                 removed += 1;
-                after = event.id.0;
             }
-            if young.is_some() {
-                break young;
+            let Some(last_old) = last_old else {
+                return Ok(removed);
+            };
+            let purge = redis::Script::new(PURGE);
+            let mut script = purge.prepare_invoke();
+            script.key(&self.keys.events).key(&self.keys.floor);
+            for h in &hashes {
+                script.key(self.keys.channel(h.as_str()));
             }
-        };
-        let Some(last_old) = last_old else {
-            return Ok(0);
-        };
-        let min_id = keep.unwrap_or(last_old + 1);
-        let _: i64 = redis::cmd("XTRIM")
-            .arg(&self.keys.events)
-            .arg("MINID")
-            .arg(format!("0-{min_id}"))
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| unavailable("purge", e))?;
-        let _: i64 = redis::Script::new(RAISE_FLOOR)
-            .key(&self.keys.floor)
-            .arg(last_old)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| unavailable("purge", e))?;
-        Ok(removed)
+            let _: i64 = script
+                .arg(last_old)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| unavailable("purge", e))?;
+            if young || reply.ids.len() < PURGE_CHUNK {
+                return Ok(removed);
+            }
+        }
     }
 
     fn changes(&self) -> Arc<Notify> {
@@ -510,13 +738,31 @@ pub async fn delete_prefix(url: &str, prefix: &str) -> Result<()> {
         .get_multiplexed_async_connection()
         .await
         .map_err(|e| unavailable("connect", e))?;
-    let _: i64 = redis::cmd("DEL")
-        .arg(format!("{prefix}:events"))
-        .arg(format!("{prefix}:head"))
-        .arg(format!("{prefix}:epoch"))
-        .arg(format!("{prefix}:floor"))
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| unavailable("delete", e))?;
+    let keys = Keys::new(prefix);
+    let mut doomed = vec![keys.events, keys.head, keys.epoch, keys.floor, keys.indexed];
+    let mut cursor = 0u64;
+    loop {
+        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:ch:*"))
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| unavailable("delete", e))?;
+        doomed.extend(found);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    for chunk in doomed.chunks(500) {
+        let _: i64 = redis::cmd("DEL")
+            .arg(chunk)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| unavailable("delete", e))?;
+    }
     Ok(())
 }

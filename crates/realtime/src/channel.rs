@@ -67,9 +67,15 @@ impl TryFrom<ChannelFields> for Channel {
 impl Channel {
     /// Builds a channel, checking every field.
     ///
+    /// Area and details are any Unicode text without control characters (Unicode `Cc`: NUL,
+    /// tab, newline, DEL, the C1 range), so that every engine stores them byte-exact; quotes,
+    /// backslashes, emoji, right-to-left text and combining marks are accepted. This is the one
+    /// rule for every engine (`docs/protocol.md`, "What an event may contain").
+    ///
     /// # Errors
     /// `invalid_channel` when the component is not lowercase `[a-z0-9_]` of 1..=100
-    /// characters starting with a letter, the area is empty or too long, or details are too long.
+    /// characters starting with a letter, the area is empty or too long, details are too long,
+    /// or area or details contain a control character.
     pub fn new(
         contextid: i64,
         component: impl Into<String>,
@@ -101,6 +107,12 @@ impl Channel {
             return Err(Error::bad_request(
                 "invalid_channel",
                 format!("details must be at most {MAX_DETAILS_LEN} bytes"),
+            ));
+        }
+        if channel.details.chars().any(char::is_control) {
+            return Err(Error::bad_request(
+                "invalid_channel",
+                "details must not contain control characters",
             ));
         }
         Ok(channel)
@@ -232,6 +244,29 @@ mod tests {
         assert!(Channel::new(1, "mod_quiz", "", 0, "").is_err());
         assert!(Channel::new(1, "mod_quiz", "a", 0, "d".repeat(256)).is_err());
         assert!(Channel::new(-5, "mod_quiz2", "a", -1, "x").is_ok());
+        for control in ["\0", "\n", "\t", "\r", "\u{7f}", "\u{85}", "\u{9f}"] {
+            let bad = format!("a{control}b");
+            assert!(
+                Channel::new(1, "mod_quiz", &bad, 0, "").is_err(),
+                "{bad:?} area"
+            );
+            assert!(
+                Channel::new(1, "mod_quiz", "a", 0, &bad).is_err(),
+                "{bad:?} details"
+            );
+        }
+        for hostile in [
+            "\"q\"",
+            "C:\\temp",
+            "back\\slash",
+            "😀",
+            "\u{202e}rtl",
+            "e\u{301}",
+            "{\"a\":1}",
+        ] {
+            let c = Channel::new(1, "mod_quiz", hostile, 0, hostile).expect("valid hostile text");
+            assert_eq!((c.area.as_str(), c.details.as_str()), (hostile, hostile));
+        }
         assert!(ChannelHash::parse(&"a".repeat(64)).is_ok());
         assert!(ChannelHash::parse(&"A".repeat(64)).is_err());
         assert!(ChannelHash::parse("abc").is_err());

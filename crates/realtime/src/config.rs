@@ -218,6 +218,11 @@ impl Default for ComponentsConfig {
 pub struct LimitsConfig {
     /// Largest payload of one event or one send, in bytes of JSON (default 64 KiB).
     pub payload_bytes: usize,
+    /// Deepest nesting of arrays and objects in one event's payload (default 64, at most
+    /// 1000): `1` is depth 0, `[1]` depth 1, `{"a":[1]}` depth 2. Deeper payloads are refused
+    /// with 400 `invalid_payload` before the engine is touched, so that no engine's parser (or
+    /// a client's) meets a value it cannot take.
+    pub payload_depth: usize,
     /// Largest request body, in bytes (default 4 MiB; a notify batch is one body).
     pub request_bytes: usize,
     /// Most events in one notify batch (default 1000).
@@ -251,6 +256,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             payload_bytes: 64 * 1024,
+            payload_depth: 64,
             request_bytes: 4 * 1024 * 1024,
             batch_events: 1_000,
             subscriptions: 100,
@@ -262,6 +268,10 @@ impl Default for LimitsConfig {
         }
     }
 }
+
+/// Highest accepted `limits.payload_depth`: deeper values risk the recursion limits of
+/// engines' JSON parsers (PostgreSQL's) and of clients' (`serde_json` stops at 128).
+pub const MAX_PAYLOAD_DEPTH: usize = 1_000;
 
 /// `[webhooks]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -483,6 +493,11 @@ impl Config {
             }
         }
         let l = &self.limits;
+        if !(1..=MAX_PAYLOAD_DEPTH).contains(&l.payload_depth) {
+            return Err(format!(
+                "limits.payload_depth must be 1..={MAX_PAYLOAD_DEPTH}"
+            ));
+        }
         if l.payload_bytes == 0 || l.request_bytes < l.payload_bytes {
             return Err(
                 "limits: payload_bytes must be at least 1 and request_bytes at least payload_bytes"

@@ -314,7 +314,8 @@ impl Realtime {
     /// Appends an event with `payload` to `channel`; returns its id once durable.
     ///
     /// # Errors
-    /// `component_disabled`, `payload_too_large`, or the engine's error (then nothing was stored).
+    /// `component_disabled`, `payload_too_large`, `invalid_payload` (see
+    /// [`Realtime::notify_many`]), or the engine's error (then nothing was stored).
     pub async fn notify(&self, channel: &Channel, payload: &impl Serialize) -> Result<EventId> {
         let raw = serde_json::value::to_raw_value(payload).map_err(|e| {
             Error::bad_request(
@@ -330,8 +331,14 @@ impl Realtime {
 
     /// Appends several events in one durable write; ids in the order given. All or nothing.
     ///
+    /// Every event is checked against the one rule for what an event may contain (the
+    /// channel's by [`Channel::new`], the payload's by its size, depth and strings) before the
+    /// engine is touched, so that no engine meets a value another engine accepts and it refuses.
+    ///
     /// # Errors
-    /// As [`Realtime::notify`], and `batch_too_large` over `limits.batch_events`.
+    /// As [`Realtime::notify`], `batch_too_large` over `limits.batch_events`, and
+    /// `invalid_payload` for a payload nested deeper than `limits.payload_depth` or holding a
+    /// lone surrogate escape.
     pub async fn notify_many(&self, events: Vec<(Channel, Box<RawValue>)>) -> Result<Vec<EventId>> {
         let limits = &self.inner.config.limits;
         if events.len() > limits.batch_events {
@@ -343,12 +350,7 @@ impl Realtime {
         let mut batch = Vec::with_capacity(events.len());
         for (channel, payload) in events {
             self.check_component(&channel.component)?;
-            if payload.get().len() > limits.payload_bytes {
-                return Err(Error::TooLarge(format!(
-                    "a payload is over {} bytes",
-                    limits.payload_bytes
-                )));
-            }
+            check_payload(&payload, limits.payload_bytes, limits.payload_depth)?;
             let hash = channel.hash(&self.inner.secret);
             batch.push(NewEvent {
                 channel,
@@ -464,5 +466,144 @@ impl Realtime {
     /// The routes to mount: client endpoints and the application API.
     pub fn router(&self) -> axum::Router {
         crate::router::router(self.clone())
+    }
+}
+
+/// The payload half of the one rule for what an event may contain (`docs/protocol.md`, "What
+/// an event may contain"): any JSON value of at most `max_bytes` bytes whose arrays and objects
+/// nest at most `max_depth` deep, and whose strings hold no lone UTF-16 surrogate escape
+/// (`"\ud800"`: valid JSON syntax, but no Unicode text, and PostgreSQL refuses it). Every other
+/// escape (`\u0000`, `\"`, `\\`, a surrogate pair) is accepted and stored byte-exact.
+///
+/// # Errors
+/// `payload_too_large` (413) over `max_bytes`; `invalid_payload` (400) too deep or with a lone
+/// surrogate.
+pub(crate) fn check_payload(payload: &RawValue, max_bytes: usize, max_depth: usize) -> Result<()> {
+    let text = payload.get().as_bytes();
+    if text.len() > max_bytes {
+        return Err(Error::TooLarge(format!(
+            "a payload is over {max_bytes} bytes"
+        )));
+    }
+    let too_deep = || {
+        Error::bad_request(
+            "invalid_payload",
+            format!("a payload nests arrays and objects more than {max_depth} deep"),
+        )
+    };
+    let lone = || {
+        Error::bad_request(
+            "invalid_payload",
+            "a payload string holds a lone surrogate escape (\\ud800-\\udfff without its pair)",
+        )
+    };
+    // `text` is valid JSON (a RawValue): brackets outside strings are structure, and inside a
+    // string only `\` and `"` matter. Reads go through `get` so that nothing can panic.
+    let hex4 = |at: usize| -> Option<u16> {
+        let digits = text.get(at..at + 4)?;
+        u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let mut depth = 0usize;
+    let mut i = 0usize;
+    while let Some(&b) = text.get(i) {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(too_deep());
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'"' => loop {
+                i += 1;
+                match text.get(i) {
+                    None | Some(b'"') => break,
+                    Some(b'\\') if text.get(i + 1) == Some(&b'u') => {
+                        let unit = hex4(i + 2).ok_or_else(lone)?;
+                        i += 5;
+                        if (0xDC00..=0xDFFF).contains(&unit) {
+                            return Err(lone());
+                        }
+                        if (0xD800..=0xDBFF).contains(&unit) {
+                            let low = (text.get(i + 1..i + 3) == Some(b"\\u"))
+                                .then(|| hex4(i + 3))
+                                .flatten();
+                            if !low.is_some_and(|l| (0xDC00..=0xDFFF).contains(&l)) {
+                                return Err(lone());
+                            }
+                            i += 6;
+                        }
+                    }
+                    Some(b'\\') => i += 1,
+                    Some(_) => {}
+                }
+            },
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_payload;
+
+    fn check(text: &str, depth: usize) -> Result<(), String> {
+        let raw = serde_json::value::RawValue::from_string(text.to_string()).expect("valid JSON");
+        check_payload(&raw, 1_000_000, depth).map_err(|e| e.code().to_string())
+    }
+
+    #[test]
+    fn depth_counts_nested_arrays_and_objects_outside_strings() {
+        assert_eq!(check("1", 0), Ok(()));
+        assert_eq!(check("[1]", 1), Ok(()));
+        assert_eq!(check(r#"{"a":[1]}"#, 2), Ok(()));
+        assert_eq!(check(r#"{"a":[1]}"#, 1), Err("invalid_payload".into()));
+        assert_eq!(check(r#"[[],[],{}]"#, 2), Ok(()));
+        assert_eq!(check(r#""[[[[{{{{""#, 0), Ok(()), "brackets inside strings");
+        assert_eq!(
+            check(r#"["\"[[[", "\\", [1]]"#, 2),
+            Ok(()),
+            "escaped quotes"
+        );
+        let deep = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        assert_eq!(check(&deep, 64), Ok(()));
+        let deeper = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
+        assert_eq!(check(&deeper, 64), Err("invalid_payload".into()));
+    }
+
+    #[test]
+    fn escapes_are_accepted_and_lone_surrogates_refused() {
+        for ok in [
+            r#""\u0000""#,
+            r#""\ud83d\ude00""#,
+            r#""\uD83D\uDE00""#,
+            r#""\"\\\/\b\f\n\r\t""#,
+            r#""C:\\temp""#,
+            r#""\uffff\u00e9""#,
+        ] {
+            assert_eq!(check(ok, 64), Ok(()), "{ok}");
+        }
+        for bad in [
+            r#""\ud800""#,
+            r#""\udc00""#,
+            r#""\ud83d\u0041""#,
+            r#""\ud83d""#,
+            r#"{"k\ud83dx":1}"#,
+            r#"["\ude00\ud83d"]"#,
+        ] {
+            assert_eq!(check(bad, 64), Err("invalid_payload".into()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn size_is_checked_first() {
+        let raw = serde_json::value::RawValue::from_string("[1,2,3]".into()).expect("json");
+        assert_eq!(
+            check_payload(&raw, 6, 64).map_err(|e| e.code().to_string()),
+            Err("payload_too_large".into())
+        );
+        assert!(check_payload(&raw, 7, 64).is_ok());
     }
 }
