@@ -53,9 +53,10 @@ pub const CLOSE_DRAINING: u16 = 1012;
 /// Close code: a frame over the size limit.
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
+/// A frame a client sends.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum ClientFrame {
+pub(crate) enum ClientFrame {
     Subscribe {
         #[serde(default)]
         usertoken: Option<String>,
@@ -70,6 +71,11 @@ enum ClientFrame {
         payload: Value,
     },
     Ping,
+}
+
+/// Parses one client text frame (the fuzz targets call this too).
+pub(crate) fn parse_client_frame(text: &str) -> serde_json::Result<ClientFrame> {
+    serde_json::from_str(text)
 }
 
 /// `GET /ws`: checks the origin, then upgrades.
@@ -180,7 +186,7 @@ impl Connection {
 
     /// Handles the first frame: it must be a valid `subscribe`.
     async fn start(&mut self, text: &str) -> Result<(), Close> {
-        let frame = match serde_json::from_str::<ClientFrame>(text) {
+        let frame = match parse_client_frame(text) {
             Ok(ClientFrame::Subscribe {
                 usertoken,
                 subscriptions,
@@ -321,7 +327,7 @@ impl Connection {
         in_flight: &Arc<AtomicUsize>,
         max: usize,
     ) -> Result<(), Close> {
-        let frame = match serde_json::from_str::<ClientFrame>(text) {
+        let frame = match parse_client_frame(text) {
             Ok(f) => f,
             Err(e) => {
                 return self
