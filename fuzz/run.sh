@@ -48,7 +48,7 @@ for t in $targets; do
     -print_final_stats=1 >"target/fuzz-$t.log" 2>&1
   rc=$?
   set -e
-  grep -E '^(#[0-9]+ +DONE|stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)|SUMMARY|==[0-9]+== ?ERROR)' \
+  grep -E '^(#[0-9]+[[:space:]]+DONE|stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)|SUMMARY|==[0-9]+== ?ERROR)' \
     "target/fuzz-$t.log" || true
   if [ "$rc" != 0 ]; then
     grep -E "panicked at|Test unit written" -A3 "target/fuzz-$t.log" | head -20 || true

@@ -31,6 +31,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{header, Method, Request, StatusCode};
+use axum::serve::ListenerExt;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -632,6 +633,9 @@ fn ws_url(h: &mut Harness) -> String {
             .expect("a bound socket has an address");
         tokio::spawn(async move {
             let app = router.into_make_service_with_connect_info::<SocketAddr>();
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(listener, app).await;
         });
         format!("ws://{addr}/ws")
@@ -642,14 +646,20 @@ fn ws_url(h: &mut Harness) -> String {
 
 async fn session(url: &str, frames: Vec<String>) {
     use tokio_tungstenite::tungstenite::Message;
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    // No Nagle: small frames must not wait for the peer's delayed ACK (40 ms a session).
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .expect("the harness server accepts a WebSocket");
     // The server may close early (a refused subscribe): later writes then fail, which is fine.
+    let mut written = true;
     for f in frames {
-        if ws.send(Message::text(f)).await.is_err() {
+        if ws.feed(Message::text(f)).await.is_err() {
+            written = false;
             break;
         }
+    }
+    if written {
+        let _ = ws.flush().await;
     }
     loop {
         match ws.next().await {
