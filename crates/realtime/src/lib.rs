@@ -36,6 +36,9 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod extract;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handlers;
 pub mod hub;
 pub mod limit;

@@ -43,13 +43,14 @@ use crate::Realtime;
 pub const CHUNK_BYTES: usize = 16 * 1024;
 
 /// What the query string says.
-struct SseRequest {
-    usertoken: String,
-    subscriptions: Vec<SubscriptionRef>,
-    cursor: Option<Cursor>,
+pub(crate) struct SseRequest {
+    pub(crate) usertoken: String,
+    pub(crate) subscriptions: Vec<SubscriptionRef>,
+    pub(crate) cursor: Option<Cursor>,
 }
 
-fn parse_query(query: Option<&str>) -> Result<SseRequest> {
+/// Reads the query string (the fuzz targets call this too).
+pub(crate) fn parse_query(query: Option<&str>) -> Result<SseRequest> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
         .map_err(|e| Error::bad_request("invalid_request", format!("bad query string: {e}")))?;
     let mut usertoken = None;

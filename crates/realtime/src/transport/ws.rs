@@ -71,9 +71,10 @@ pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 /// backoff.
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 
+/// A frame a client sends.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum ClientFrame {
+pub(crate) enum ClientFrame {
     Subscribe {
         #[serde(default)]
         usertoken: Option<String>,
@@ -88,6 +89,11 @@ enum ClientFrame {
         payload: Value,
     },
     Ping,
+}
+
+/// Parses one client text frame (the fuzz targets call this too).
+pub(crate) fn parse_client_frame(text: &str) -> serde_json::Result<ClientFrame> {
+    serde_json::from_str(text)
 }
 
 /// `GET /ws`: checks the origin, then upgrades.
@@ -218,7 +224,7 @@ impl Connection {
 
     /// Handles the first frame: it must be a valid `subscribe`.
     async fn start(&mut self, text: &str) -> Result<(), Close> {
-        let frame = match serde_json::from_str::<ClientFrame>(text) {
+        let frame = match parse_client_frame(text) {
             Ok(ClientFrame::Subscribe {
                 usertoken,
                 subscriptions,
@@ -364,7 +370,7 @@ impl Connection {
         in_flight: &Arc<AtomicUsize>,
         max: usize,
     ) -> Result<(), Close> {
-        let frame = match serde_json::from_str::<ClientFrame>(text) {
+        let frame = match parse_client_frame(text) {
             Ok(f) => f,
             Err(e) => {
                 return self
