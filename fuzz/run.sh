@@ -5,6 +5,7 @@
 #
 #   fuzz/run.sh [SECONDS]            every target
 #   TARGETS="parsers http" fuzz/run.sh 20
+#   FUZZ_SANITIZER=none fuzz/run.sh 15   # no ASan: a quicker build (CI); panics are still found
 #
 # New inputs go to a scratch corpus (fuzz/target/corpus/<target>), never into the checked-in
 # seeds (fuzz/corpus/<target>). A crash leaves its input in fuzz/artifacts/<target>/ and makes
@@ -13,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-60}
 targets=${TARGETS:-parsers ws_frame sse_query http ws_session}
+sanitizer=${FUZZ_SANITIZER:-address}
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
   echo "fuzz: no nightly toolchain here: libFuzzer run skipped (the stable fuzz_corpus test still runs the targets)"
@@ -24,7 +26,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 started=$(date +%s)
-cargo +nightly fuzz build
+cargo +nightly fuzz build -s "$sanitizer"
 echo "fuzz: build took $(( $(date +%s) - started )) s"
 
 dict_of() {
@@ -43,7 +45,7 @@ for t in $targets; do
   # -rss_limit_mb: the node in the http/ws_session targets is purged every 512 inputs; this
   # bound catches a leak. -timeout: one input never takes this long.
   set +e
-  cargo +nightly fuzz run "$t" "$scratch" "corpus/$t" -- \
+  cargo +nightly fuzz run -s "$sanitizer" "$t" "$scratch" "corpus/$t" -- \
     -max_total_time="$seconds" -dict="$(dict_of "$t")" -timeout=30 -rss_limit_mb=2048 \
     -print_final_stats=1 >"target/fuzz-$t.log" 2>&1
   rc=$?
