@@ -44,6 +44,9 @@ pub(crate) struct ClientLog {
     pub(crate) order_violations: u64,
     /// Events whose channel or payload differed from what was sent.
     pub(crate) corrupt: u64,
+    /// Closes that tell a page not to retry (4001, 4002): under valid credentials, a
+    /// transient fault must never end a page.
+    pub(crate) final_closes: u64,
     /// Whether it caught up with the final head before the end.
     pub(crate) caught_up: bool,
 }
@@ -156,9 +159,8 @@ impl Client {
                 self.violation(format!("event seq {seq} of channel {c}, not subscribed"));
             }
             Some(c) => {
-                if !self.shared.channels[c].matches(event)
-                    || !payload_intact(seq, &event["payload"])
-                {
+                let def = &self.shared.channels[c];
+                if !def.matches(event) || !payload_intact(seq, def.heavy, &event["payload"]) {
                     self.log.corrupt += 1;
                     self.violation(format!("event seq {seq} differs from what was sent"));
                 }
@@ -402,6 +404,7 @@ impl Client {
                             .fetch_add(1, Ordering::Relaxed);
                     }
                     if code == 4001 || code == 4002 {
+                        self.log.final_closes += 1;
                         self.violation(format!("ws closed {code}: {f:?}"));
                     }
                     break End::Failed(format!("ws closed {code}"));
@@ -583,6 +586,7 @@ pub(crate) async fn client(
             violations: Vec::new(),
             order_violations: 0,
             corrupt: 0,
+            final_closes: 0,
             caught_up: false,
         },
         usertoken: String::new(),

@@ -76,7 +76,8 @@ pub struct Options {
     pub nodes: usize,
     /// Clients (each one page, one to three channels).
     pub clients: usize,
-    /// Share of clients that sometimes stop reading for 3–12 s.
+    /// Share of clients that sometimes stop reading for 3–12 s (they also subscribe to the
+    /// heavy channel: 8 events of 48 KB every 500 ms).
     pub stallers: f64,
     /// Slowloris connections held at once.
     pub slowloris: usize,
@@ -273,6 +274,7 @@ impl Report {
             && v.corrupt == 0
             && v.id_mismatch == 0
             && v.not_caught_up == 0
+            && v.final_closes == 0
             && self.panics == 0
             && self
                 .node_figures
@@ -322,8 +324,8 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  LOST {} (acknowledged events no expecting client got: {}), DUPLICATES {}, order {}, corrupt {}, id mismatch {}, clients not caught up {}",
-            v.lost, v.lost_everywhere, v.duplicates, v.order, v.corrupt, v.id_mismatch, v.not_caught_up
+            "  LOST {} (acknowledged events no expecting client got: {}), DUPLICATES {}, order {}, corrupt {}, id mismatch {}, clients not caught up {}, final closes {}",
+            v.lost, v.lost_everywhere, v.duplicates, v.order, v.corrupt, v.id_mismatch, v.not_caught_up, v.final_closes
         )?;
         let peaks: Vec<String> = self
             .node_figures
@@ -526,16 +528,23 @@ pub async fn run(opts: Options) -> Result<Report, Error> {
     // Clients, rendered while the notifiers already run, so that their first cursors differ.
     let mut notifiers = JoinSet::new();
     for _ in 0..opts.notifiers {
-        notifiers.spawn(notify::notifier(shared.clone()));
+        notifiers.spawn(notify::notifier(shared.clone(), false));
     }
+    notifiers.spawn(notify::notifier(shared.clone(), true));
     let mut clients = JoinSet::new();
     {
         let mut rng = rand::thread_rng();
-        let all: Vec<usize> = (0..shared.channels.len()).collect();
+        let heavy = notify::heavy(&shared.channels);
+        let all: Vec<usize> = (0..heavy).collect();
         for idx in 0..opts.clients {
             let k = rng.gen_range(1..=3);
-            let chans: Vec<usize> = all.choose_multiple(&mut rng, k).copied().collect();
+            let mut chans: Vec<usize> = all.choose_multiple(&mut rng, k).copied().collect();
+            // Readers that stall also take the heavy channel: a stall then leaves megabytes
+            // for the server to hold, or to cut off.
             let staller = rng.gen_bool(opts.stallers);
+            if staller {
+                chans.push(heavy);
+            }
             clients.spawn(client::client(shared.clone(), idx, chans, staller));
         }
     }

@@ -21,6 +21,8 @@ pub(crate) struct ChannelDef {
     pub(crate) itemid: i64,
     pub(crate) details: String,
     pub(crate) hostile: bool,
+    /// The channel of large events that stalling readers subscribe to.
+    pub(crate) heavy: bool,
 }
 
 impl ChannelDef {
@@ -40,8 +42,8 @@ impl ChannelDef {
 }
 
 /// `n` plain channels followed, when `hostile`, by four whose area or details hold quotes,
-/// backslashes and emoji: valid under the channel rules, and exactly what an engine that
-/// stores events as text must escape.
+/// backslashes and emoji — valid under the channel rules, and exactly what an engine that
+/// stores events as text must escape — and by the heavy channel.
 pub(crate) fn channels(n: usize, hostile: bool) -> Vec<ChannelDef> {
     let mut out: Vec<ChannelDef> = (0..n)
         .map(|i| ChannelDef {
@@ -51,6 +53,7 @@ pub(crate) fn channels(n: usize, hostile: bool) -> Vec<ChannelDef> {
             itemid: i as i64,
             details: String::new(),
             hostile: false,
+            heavy: false,
         })
         .collect();
     if hostile {
@@ -68,10 +71,25 @@ pub(crate) fn channels(n: usize, hostile: bool) -> Vec<ChannelDef> {
                 itemid: k as i64,
                 details: (*details).to_string(),
                 hostile: true,
+                heavy: false,
             });
         }
     }
+    out.push(ChannelDef {
+        contextid: 8,
+        component: "mod_chaos",
+        area: "heavy".into(),
+        itemid: 0,
+        details: String::new(),
+        hostile: false,
+        heavy: true,
+    });
     out
+}
+
+/// The index of the heavy channel (the last one).
+pub(crate) fn heavy(channels: &[ChannelDef]) -> usize {
+    channels.len() - 1
 }
 
 /// The text of event `seq`'s payload: one in 20 hostile.
@@ -83,10 +101,12 @@ pub(crate) fn payload_text(seq: u64) -> &'static str {
     }
 }
 
-/// The pad of event `seq`'s payload: one in 50 carries 24 KB, so that readers that stall hold
-/// real bytes.
-pub(crate) fn payload_pad(seq: u64) -> usize {
-    if seq % 50 == 7 {
+/// The pad of event `seq`'s payload: 48 KB on the heavy channel, 24 KB for one in 50 of the
+/// others, so that readers that stall hold real bytes.
+pub(crate) fn payload_pad(seq: u64, heavy: bool) -> usize {
+    if heavy {
+        48 * 1024
+    } else if seq % 50 == 7 {
         24 * 1024
     } else {
         0
@@ -94,14 +114,14 @@ pub(crate) fn payload_pad(seq: u64) -> usize {
 }
 
 /// The payload of event `seq`.
-pub(crate) fn payload(seq: u64) -> Value {
-    json!({"seq": seq, "text": payload_text(seq), "pad": "x".repeat(payload_pad(seq))})
+pub(crate) fn payload(seq: u64, heavy: bool) -> Value {
+    json!({"seq": seq, "text": payload_text(seq), "pad": "x".repeat(payload_pad(seq, heavy))})
 }
 
 /// Whether a delivered payload is exactly what was sent for its `seq`.
-pub(crate) fn payload_intact(seq: u64, payload: &Value) -> bool {
+pub(crate) fn payload_intact(seq: u64, heavy: bool, payload: &Value) -> bool {
     payload["text"].as_str() == Some(payload_text(seq))
-        && payload["pad"].as_str().map(str::len) == Some(payload_pad(seq))
+        && payload["pad"].as_str().map(str::len) == Some(payload_pad(seq, heavy))
 }
 
 /// One acknowledged event.
@@ -139,7 +159,10 @@ pub(crate) async fn notify(
             l.sent.insert(*seq, *chan);
         }
     }
-    let item = |(seq, chan): &(u64, usize)| json!({"channel": shared.channels[*chan].json(), "payload": payload(*seq)});
+    let item = |(seq, chan): &(u64, usize)| {
+        let c = &shared.channels[*chan];
+        json!({"channel": c.json(), "payload": payload(*seq, c.heavy)})
+    };
     let body = if events.len() == 1 {
         item(&events[0])
     } else {
@@ -199,8 +222,12 @@ pub(crate) fn record(
 
 /// Picks a channel: hostile ones with probability `hostile_share`.
 fn pick_channel(shared: &Shared, rng: &mut impl Rng) -> usize {
-    let plain = shared.channels.iter().filter(|c| !c.hostile).count();
-    let hostile = shared.channels.len() - plain;
+    let plain = shared
+        .channels
+        .iter()
+        .filter(|c| !c.hostile && !c.heavy)
+        .count();
+    let hostile = shared.channels.iter().filter(|c| c.hostile).count();
     if hostile > 0 && rng.gen_bool(shared.opts.hostile_share) {
         plain + rng.gen_range(0..hostile)
     } else {
@@ -211,7 +238,10 @@ fn pick_channel(shared: &Shared, rng: &mut impl Rng) -> usize {
 /// One notifier: until the chaos phase stops, a notify (one event, or a batch of 2..=5) to a
 /// random live node every `notify_interval`, holding the engine gate so that an engine restart
 /// waits for it and every acknowledgement belongs to a known engine generation.
-pub(crate) async fn notifier(shared: Arc<Shared>) {
+///
+/// The heavy notifier (`heavy`) sends a batch of 8 events of 48 KB to the heavy channel
+/// instead, every 500 ms.
+pub(crate) async fn notifier(shared: Arc<Shared>, heavy: bool) {
     while !shared.stop.is_cancelled() {
         let gate = shared.gate.read().await;
         let generation = *gate;
@@ -220,7 +250,12 @@ pub(crate) async fn notifier(shared: Arc<Shared>) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let events: Vec<(u64, usize)> = {
+        let events: Vec<(u64, usize)> = if heavy {
+            let chan = self::heavy(&shared.channels);
+            (0..8)
+                .map(|_| (shared.counters.seq.fetch_add(1, Ordering::Relaxed), chan))
+                .collect()
+        } else {
             let mut rng = rand::thread_rng();
             let n = if rng.gen_bool(0.7) {
                 1
@@ -258,6 +293,11 @@ pub(crate) async fn notifier(shared: Arc<Shared>) {
             }
         }
         drop(gate);
-        tokio::time::sleep(shared.opts.notify_interval).await;
+        let pause = if heavy {
+            Duration::from_millis(500)
+        } else {
+            shared.opts.notify_interval
+        };
+        tokio::time::sleep(pause).await;
     }
 }

@@ -41,6 +41,9 @@ pub struct Verdict {
     pub lost_everywhere: u64,
     /// Clients that did not reach the final head before the end.
     pub not_caught_up: u64,
+    /// WebSocket closes that tell a page not to retry (4001/4002), seen with valid
+    /// credentials.
+    pub final_closes: u64,
     /// A few examples of what went wrong.
     pub examples: Vec<String>,
 }
@@ -79,6 +82,7 @@ pub(crate) fn verify(ledger: &Ledger, logs: &[ClientLog]) -> Verdict {
     for log in logs {
         v.order += log.order_violations;
         v.corrupt += log.corrupt;
+        v.final_closes += log.final_closes;
         for w in &log.violations {
             v.example(format!("client {}: {w}", log.idx));
         }
@@ -240,6 +244,7 @@ mod tests {
             violations: Vec::new(),
             order_violations: 0,
             corrupt: 0,
+            final_closes: 0,
             caught_up: true,
         }
     }
