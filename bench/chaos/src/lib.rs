@@ -471,8 +471,11 @@ async fn restart_engine(
 /// # Errors
 /// When the engine, a node or the first notify cannot be brought up; a server that misbehaves
 /// during the run is reported in the [`Report`], not here.
-pub async fn run(opts: Options) -> Result<Report, Error> {
+pub async fn run(mut opts: Options) -> Result<Report, Error> {
     let started = Instant::now();
+    // The nodes run in their data dirs: a relative path would not find the binary.
+    opts.bin = std::fs::canonicalize(&opts.bin)
+        .map_err(|e| Error::io(format!("the realtime binary {}", opts.bin.display()), e))?;
     let tmp = tempfile::Builder::new()
         .prefix("realtime-chaos-")
         .tempdir()

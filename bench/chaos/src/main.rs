@@ -35,6 +35,10 @@ struct Args {
     /// The `realtime` binary (default: built with cargo, same profile as this one).
     #[arg(long)]
     realtime_bin: Option<PathBuf>,
+    /// Share of notifies sent to the channels with quotes, backslashes and emoji (0 leaves
+    /// them out).
+    #[arg(long)]
+    hostile_share: Option<f64>,
     /// Keep node logs and data dirs here.
     #[arg(long)]
     keep_dir: Option<PathBuf>,
@@ -73,6 +77,9 @@ async fn main() -> ExitCode {
     }
     if let Some(r) = args.rss_bound_mib {
         opts.rss_bound_mib = r;
+    }
+    if let Some(h) = args.hostile_share {
+        opts.hostile_share = h.clamp(0.0, 1.0);
     }
     opts.keep_dir = args.keep_dir;
     match chaos::run(opts).await {
