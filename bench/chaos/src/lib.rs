@@ -364,16 +364,48 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// Builds the `realtime` binary of this workspace with cargo (same profile as `profile_dir`,
-/// a `target/debug` or `target/release` directory) and answers its path.
+/// The newest modification time of the files under `dir` (recursively), if any.
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut out = None;
+    for entry in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        out = out.max(t);
+    }
+    out
+}
+
+/// Answers the `realtime` binary of this workspace in `profile_dir` (a `target/debug` or
+/// `target/release` directory), building it with cargo (same profile) unless it is newer than
+/// every source of the crates, the browser client it embeds and `Cargo.lock` — as it is when `cargo test --workspace` has
+/// just built it for the server's own tests, which spares a second build with other features.
 ///
 /// # Errors
 /// When cargo fails or the binary is not where it should be.
 pub fn build_realtime(profile_dir: &Path) -> Result<PathBuf, Error> {
+    let bin = profile_dir.join("realtime");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let sources = newest(&root.join("crates"))
+        .max(newest(&root.join("clients/js")))
+        .max(
+            std::fs::metadata(root.join("Cargo.lock"))
+                .and_then(|m| m.modified())
+                .ok(),
+        );
+    if let (Some(built), Some(sources)) = (built, sources) {
+        if built > sources {
+            return Ok(bin);
+        }
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
     cmd.args(["build", "-p", "realtime-server", "--bin", "realtime"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        .current_dir(&root);
     if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
         cmd.arg("--release");
     }
@@ -383,7 +415,6 @@ pub fn build_realtime(profile_dir: &Path) -> Result<PathBuf, Error> {
     let status = cmd
         .status()
         .map_err(|e| Error::io("running cargo build -p realtime-server", e))?;
-    let bin = profile_dir.join("realtime");
     if !status.success() || !bin.exists() {
         return Err(Error::Setup(format!(
             "cargo build -p realtime-server did not make {}",
