@@ -165,6 +165,7 @@ pub(crate) struct Counters {
     pub(crate) slow_cut: AtomicU64,
     pub(crate) kills: AtomicU64,
     pub(crate) engine_restarts: AtomicU64,
+    pub(crate) failed_starts: AtomicU64,
 }
 
 /// What every task of a run shares.
@@ -243,6 +244,8 @@ pub struct Report {
     pub kills: u64,
     /// Engine restarts.
     pub engine_restarts: u64,
+    /// Node starts that printed no address within 30 s.
+    pub failed_starts: u64,
     /// Slowloris connections opened, ended by the server (an answer, a close or a kill), held
     /// open when the chaos phase ended.
     pub slowloris: [u64; 3],
@@ -276,6 +279,7 @@ impl Report {
             && v.not_caught_up == 0
             && v.final_closes == 0
             && self.panics == 0
+            && self.failed_starts == 0
             && self
                 .node_figures
                 .iter()
@@ -309,9 +313,10 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  kills {}, engine restarts {}, recovery notices {}, slowloris opened {} ended by server {} held at end {}",
+            "  kills {}, engine restarts {}, failed node starts {}, recovery notices {}, slowloris opened {} ended by server {} held at end {}",
             self.kills,
             self.engine_restarts,
+            self.failed_starts,
             self.not_recovered,
             self.slowloris[0],
             self.slowloris[1],
@@ -471,6 +476,23 @@ async fn learn_epoch(shared: &Shared, generation: usize) -> Result<String, Error
     }
 }
 
+/// (Re)starts node `i`; a node that does not come up is counted and noted, and tried again
+/// at the next kill.
+async fn start_node(shared: &Arc<Shared>, i: usize) {
+    let nodes = shared.nodes.clone();
+    let up = tokio::task::spawn_blocking(move || nodes.restart(i)).await;
+    let failure = match up {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => format!("node restart task: {e}"),
+    };
+    shared
+        .counters
+        .failed_starts
+        .fetch_add(1, Ordering::Relaxed);
+    shared.note(failure);
+}
+
 /// Stops the engine, waits, starts it again and learns its epoch, while no notify is in
 /// flight.
 async fn restart_engine(
@@ -511,7 +533,9 @@ pub async fn run(mut opts: Options) -> Result<Report, Error> {
         .prefix("realtime-chaos-")
         .tempdir()
         .map_err(|e| Error::io("tempdir", e))?;
-    let dir = opts.keep_dir.clone().unwrap_or_else(|| tmp.path().into());
+    // Kept until the run has passed, so that a run that stops early leaves its logs.
+    let tmp = tmp.keep();
+    let dir = opts.keep_dir.clone().unwrap_or_else(|| tmp.clone());
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("{}", dir.display()), e))?;
     let kind = opts.engine;
     let engine = tokio::task::spawn_blocking(move || PrivateEngine::start(kind))
@@ -624,17 +648,10 @@ pub async fn run(mut opts: Options) -> Result<Report, Error> {
             shared.counters.kills.fetch_add(1, Ordering::Relaxed);
             let down = rand::thread_rng().gen_range(300..1500);
             tokio::time::sleep(Duration::from_millis(down)).await;
-            let n2 = nodes.clone();
-            let up = tokio::task::spawn_blocking(move || n2.restart(i)).await;
-            match up {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    result = Err(e);
-                    break;
-                }
-                Err(e) => {
-                    result = Err(Error::Setup(format!("node restart task: {e}")));
-                    break;
+            // Start every node that is down (this one, and any that failed to start before).
+            for j in 0..nodes.len() {
+                if nodes.url(j).is_none() {
+                    start_node(&shared, j).await;
                 }
             }
         }
@@ -646,8 +663,7 @@ pub async fn run(mut opts: Options) -> Result<Report, Error> {
     while notifiers.join_next().await.is_some() {}
     for i in 0..nodes.len() {
         if nodes.url(i).is_none() {
-            let n2 = nodes.clone();
-            let _ = tokio::task::spawn_blocking(move || n2.restart(i)).await;
+            start_node(&shared, i).await;
         }
     }
     shared.drain.cancel();
@@ -667,7 +683,7 @@ pub async fn run(mut opts: Options) -> Result<Report, Error> {
     }
     shared.end.cancel();
     while others.join_next().await.is_some() {}
-    result?;
+    result.map_err(|e| Error::Setup(format!("{e} (node logs in {})", dir.display())))?;
     let node_figures = nodes.figures();
     nodes.stop_all();
     let mut panics = 0;
@@ -696,6 +712,7 @@ pub async fn run(mut opts: Options) -> Result<Report, Error> {
         not_recovered: get(&c.not_recovered),
         kills: get(&c.kills),
         engine_restarts: get(&c.engine_restarts),
+        failed_starts: get(&c.failed_starts),
         slowloris: [get(&c.slow_opened), get(&c.slow_cut), slow_held],
         node_figures,
         rss_bound_mib: opts.rss_bound_mib,
@@ -710,9 +727,13 @@ pub async fn run(mut opts: Options) -> Result<Report, Error> {
         logs: None,
     };
     if opts.keep_dir.is_some() {
+        // Unused: the caller's directory holds the logs.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    if opts.keep_dir.is_some() || !report.passed() {
         report.logs = Some(dir);
-    } else if !report.passed() {
-        report.logs = Some(tmp.keep());
+    } else {
+        let _ = std::fs::remove_dir_all(&tmp);
     }
     Ok(report)
 }

@@ -210,9 +210,12 @@ fn spawn(env: &NodeEnv, i: usize, generation: u32) -> Result<(Child, String), Er
         Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
+            let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
             Err(Error::Setup(format!(
-                "node {i} printed no `listening on` line in 30 s (log: {})",
-                log_file.display()
+                "node {i} printed no `listening on` line in 30 s (log {}: {})",
+                log_file.display(),
+                tail.join(" | ")
             )))
         }
     }
