@@ -331,7 +331,12 @@ impl Client {
             };
             if let End::Failed(why) = end {
                 c.cut.fetch_add(1, Ordering::Relaxed);
-                if why.contains("429") || why.contains("1013") {
+                // Refusals for load (429, close 1013), not port numbers that happen to hold
+                // those digits.
+                if why.starts_with("poll answered 429")
+                    || why.starts_with("sse answered 429")
+                    || why == "ws closed 1013"
+                {
                     c.rate_limited.fetch_add(1, Ordering::Relaxed);
                 }
                 let wait = rand::thread_rng().gen_range(100..500);
