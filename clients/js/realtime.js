@@ -302,6 +302,7 @@ const CLOSE_CODES = Object.freeze({
     4001: {code: 'credential_refused', reason: 'credential_refused', retryable: false},
     4002: {code: 'bad_subscribe', reason: 'rejected', retryable: false},
     1012: {code: 'server_draining', reason: 'server_error', retryable: true, immediate: true},
+    1013: {code: 'try_again_later', reason: 'server_error', retryable: true},
     4008: {code: 'slow_consumer', reason: 'server_error', retryable: true, immediate: true},
     4009: {code: 'no_heartbeat', reason: 'network_error', retryable: true},
     1009: {code: 'frame_too_large', reason: 'network_error', retryable: true},

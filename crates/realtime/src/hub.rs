@@ -480,6 +480,10 @@ impl Hub {
     fn reset(&self, pos: crate::engine::Position) {
         {
             let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            if st.epoch == pos.epoch {
+                // Another caller (the tail, or a fetch with a cursor of the new epoch) was first.
+                return;
+            }
             tracing::warn!(old = %st.epoch.0, new = %pos.epoch.0, "the engine's store changed; clients will resume with recovered:false");
             let previous = Some((st.epoch.clone(), pos.floor));
             *st = State {
@@ -625,9 +629,24 @@ impl Hub {
             let st = self.read_state();
             (st.epoch.clone(), st.head)
         };
-        if cursor.epoch != epoch {
-            return Ok(self.not_recovered(cursor));
-        }
+        let (epoch, head) = if cursor.epoch == epoch {
+            (epoch, head)
+        } else {
+            // Another epoch: the cursor's store is gone, or this node has not noticed yet that
+            // the engine's store changed (its tail checks once per interval) while a client of
+            // a node that has comes here. Ask the engine rather than send that client back to
+            // the old store.
+            let pos = self.engine.position().await?;
+            if pos.epoch != cursor.epoch || pos.epoch == epoch {
+                return Ok(self.not_recovered(cursor));
+            }
+            self.reset(pos);
+            let st = self.read_state();
+            if st.epoch != cursor.epoch {
+                return Ok(self.not_recovered(cursor));
+            }
+            (st.epoch.clone(), st.head)
+        };
         if cursor.id > head {
             // Ahead of this node: the hub may only lag the engine (a client of a faster node),
             // or the id was never handed out in this store, or the store went back (a restored
@@ -888,6 +907,90 @@ mod tests {
         assert_eq!(ids, (1..=100).collect::<Vec<_>>());
         assert_eq!(engine.1.load(Ordering::Relaxed), reads);
         assert!(reads > 1, "large events are read in pages");
+    }
+
+    /// A memory engine that can be replaced by a new one (a new store, a new epoch), as a Redis
+    /// restart without persistence replaces its store.
+    #[derive(Default)]
+    struct Replaceable(std::sync::Mutex<Arc<MemoryEngine>>);
+
+    impl Replaceable {
+        fn now(&self) -> Arc<MemoryEngine> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        }
+        fn replace(&self) {
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(MemoryEngine::default());
+        }
+    }
+
+    #[async_trait]
+    impl Engine for Replaceable {
+        fn name(&self) -> &'static str {
+            "replaceable"
+        }
+        async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Event>> {
+            self.now().append(events).await
+        }
+        async fn read(
+            &self,
+            after: EventId,
+            hashes: Option<&[ChannelHash]>,
+            limit: usize,
+        ) -> Result<Vec<Event>> {
+            self.now().read(after, hashes, limit).await
+        }
+        async fn position(&self) -> Result<Position> {
+            self.now().position().await
+        }
+        async fn purge(&self, before: i64) -> Result<u64> {
+            self.now().purge(before).await
+        }
+        fn changes(&self) -> Arc<Notify> {
+            self.now().changes()
+        }
+    }
+
+    /// A client that comes from a node which already saw the engine's new store, to a node
+    /// whose tail has not checked yet: it continues in the new store (recovered, with its
+    /// events), and is not sent back to the old one.
+    #[tokio::test]
+    async fn a_cursor_of_the_engines_new_epoch_is_served_before_the_tail_notices() {
+        let engine = Arc::new(Replaceable::default());
+        let hub = Hub::new(engine.clone(), 100).await.expect("hub");
+        let old = hub.epoch();
+        engine.append(vec![event(1)]).await.expect("append");
+        engine.replace();
+        let stored = engine
+            .append(vec![event(1), event(1)])
+            .await
+            .expect("append");
+        let pos = engine.position().await.expect("position");
+        assert_ne!(pos.epoch, old, "a new store has a new epoch");
+        let cursor = Cursor {
+            epoch: pos.epoch.clone(),
+            id: stored[0].id,
+        };
+        let hash = event(1).hash;
+        let batch = hub
+            .fetch(std::slice::from_ref(&hash), &cursor, 100)
+            .await
+            .expect("fetch");
+        assert!(batch.recovered, "{batch:?}");
+        assert_eq!(batch.cursor.epoch, pos.epoch);
+        let ids: Vec<EventId> = batch.events.iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![stored[1].id]);
+        assert_eq!(hub.epoch(), pos.epoch, "the hub moved to the new store");
+        // A cursor of the old store is told it cannot be resumed, in the new epoch.
+        let gone = Cursor {
+            epoch: old,
+            id: EventId(1),
+        };
+        let batch = hub
+            .fetch(std::slice::from_ref(&hash), &gone, 100)
+            .await
+            .expect("fetch");
+        assert!(!batch.recovered);
+        assert_eq!(batch.cursor.epoch, pos.epoch);
     }
 
     /// A channel quieter than the cache's span: its client's cursor falls below the oldest

@@ -433,3 +433,87 @@ async fn a_disabled_transport_is_not_served_and_not_offered() {
     }
     s.stop().await;
 }
+
+/// The SQLite engine, whose reads fail while `down` is set: an engine that is unavailable for a
+/// moment (the PostgreSQL pool busy during a rolling restart, when every client resumes at once).
+struct Flaky {
+    inner: realtime::engine::SqliteEngine,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl realtime::engine::Engine for Flaky {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+    async fn append(
+        &self,
+        events: Vec<realtime::event::NewEvent>,
+    ) -> realtime::Result<Vec<realtime::Event>> {
+        self.inner.append(events).await
+    }
+    async fn read(
+        &self,
+        after: realtime::EventId,
+        hashes: Option<&[realtime::ChannelHash]>,
+        limit: usize,
+    ) -> realtime::Result<Vec<realtime::Event>> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(realtime::Error::EngineUnavailable(
+                "down for the test".into(),
+            ));
+        }
+        self.inner.read(after, hashes, limit).await
+    }
+    async fn position(&self) -> realtime::Result<realtime::engine::Position> {
+        self.inner.position().await
+    }
+    async fn purge(&self, before: i64) -> realtime::Result<u64> {
+        self.inner.purge(before).await
+    }
+    fn changes(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.inner.changes()
+    }
+}
+
+/// A transient failure while subscribing is not final: the connection closes with 1013 (try
+/// again later), not 4002, and the same subscribe succeeds once the engine is back.
+#[tokio::test]
+async fn an_engine_failure_while_subscribing_closes_with_1013_not_4002() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = std::sync::Arc::new(Flaky {
+        inner: realtime::engine::SqliteEngine::open(dir.path().join("realtime.db"))
+            .await
+            .expect("sqlite opens"),
+        down: std::sync::atomic::AtomicBool::new(false),
+    });
+    // A one-event cache: a cursor from before the last event needs the engine.
+    let s = TestServer::start_with(config(|c| c.hub.cache_events = 1), engine.clone(), dir).await;
+    let ch = channel("mod_a", "x", 0);
+    let page = s.page(42, json!([ch])).await;
+    let expected = notify_n(&s, &ch, 3).await;
+    engine.down.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let mut sock = ws::connect(&s.url).await;
+    ws::send(&mut sock, ws::subscribe_frame(&page, &page["cursor"])).await;
+    let f = ws::frame(&mut sock).await;
+    assert_eq!(
+        (f["type"].as_str(), f["error"]["code"].as_str()),
+        (Some("error"), Some("engine_unavailable")),
+        "{f}"
+    );
+    assert!(matches!(
+        ws::next(&mut sock, Duration::from_secs(5)).await,
+        Next::Closed(Some(1013))
+    ));
+
+    engine
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut sock = ws::connect(&s.url).await;
+    ws::send(&mut sock, ws::subscribe_frame(&page, &page["cursor"])).await;
+    assert_eq!(ws::frame(&mut sock).await["type"], "recovered");
+    let (events, _) = ws::events(&mut sock, 3).await;
+    assert_eq!(ids(&events), expected);
+    s.stop().await;
+}

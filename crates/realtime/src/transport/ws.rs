@@ -21,7 +21,8 @@
 //!
 //! Close codes: 1000 normal; 1002 protocol error (unmasked frame, reserved bits, bad opcode);
 //! 1007 invalid payload (a text frame that is not UTF-8); 1009 frame too large; 1012 server
-//! draining (reconnect at once, to any node); 1013 try again later (too many connections);
+//! draining (reconnect at once, to any node); 1013 try again later (too many connections, or
+//! a transient failure such as the engine unavailable while subscribing);
 //! 4001 credential refused (do not retry); 4002 bad subscribe (do not retry); 4008 slow
 //! consumer (resume from the cursor); 4009 no heartbeat (reconnect with backoff).
 
@@ -296,23 +297,21 @@ impl Connection {
         self.pump().await
     }
 
-    /// Sends an error frame, then closes: 4001 for credentials, 4002 for the rest.
+    /// Sends an error frame, then closes. The failure is classified once, here: 4001 for a
+    /// refused credential and 4002 for a malformed subscribe (final: the client must not
+    /// retry), 1013 for a transient failure of this server (the engine unavailable or busy, a
+    /// 5xx, a 429: the client retries with backoff and resumes from its cursor). An engine that
+    /// is down during a rolling restart must not end every page that subscribes meanwhile.
     async fn refuse(&mut self, e: Error) -> Result<(), Close> {
-        let code = match e.status().as_u16() {
-            401 | 403 => CLOSE_CREDENTIAL_REFUSED,
-            _ => CLOSE_BAD_SUBSCRIBE,
+        let (code, reason) = match e.status().as_u16() {
+            401 | 403 => (CLOSE_CREDENTIAL_REFUSED, "credential refused"),
+            429 | 500..=599 => (CLOSE_TRY_AGAIN_LATER, "try again later"),
+            _ => (CLOSE_BAD_SUBSCRIBE, "bad subscribe"),
         };
         let frame = json!({"type": "error", "error": e.body()["error"]});
         self.write(vec![Message::Text(frame.to_string().into())])
             .await?;
-        Err(Close(
-            code,
-            if code == CLOSE_CREDENTIAL_REFUSED {
-                "credential refused"
-            } else {
-                "bad subscribe"
-            },
-        ))
+        Err(Close(code, reason))
     }
 
     fn listen(&mut self, hashes: Vec<ChannelHash>) {
