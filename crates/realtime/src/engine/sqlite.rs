@@ -44,7 +44,11 @@ pub struct SqliteEngine {
     path: PathBuf,
     epoch: Epoch,
     writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
+    /// Fires when the writer thread has drained its queue and closed its connection.
+    writer_done: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Set by `close`: read connections are no longer pooled.
+    closed: Arc<std::sync::atomic::AtomicBool>,
     changes: Arc<Notify>,
 }
 
@@ -144,15 +148,22 @@ impl SqliteEngine {
         let changes = Arc::new(Notify::new());
         let (tx, rx) = mpsc::channel(1024);
         let notify = changes.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("realtime-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, notify))
+            .spawn(move || {
+                writer_loop(conn, rx, notify);
+                // The connection is closed (and the WAL checkpointed) by now.
+                let _ = done_tx.send(());
+            })
             .map_err(|e| Error::Internal(format!("starting the sqlite writer: {e}")))?;
         Ok(SqliteEngine {
             path,
             epoch,
             writer: Mutex::new(Some(tx)),
+            writer_done: Mutex::new(Some(done_rx)),
             readers: Arc::new(Mutex::new(Vec::new())),
+            closed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             changes,
         })
     }
@@ -172,6 +183,7 @@ impl SqliteEngine {
     ) -> Result<T> {
         let pool = self.readers.clone();
         let path = self.path.clone();
+        let closed = self.closed.clone();
         tokio::task::spawn_blocking(move || {
             let pooled = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let conn = match pooled {
@@ -180,7 +192,7 @@ impl SqliteEngine {
             };
             let out = f(&conn);
             let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
-            if pool.len() < POOL_SIZE {
+            if pool.len() < POOL_SIZE && !closed.load(std::sync::atomic::Ordering::SeqCst) {
                 pool.push(conn);
             }
             out
@@ -418,7 +430,22 @@ impl Engine for SqliteEngine {
     }
 
     async fn close(&self) {
-        // Dropping the sender ends the writer thread once the queue is drained.
+        // Dropping the sender ends the writer thread once the queue is drained; wait for it to
+        // close its connection, and close the pooled readers, so that the file is released when
+        // this returns (a backup or another process may take it at once).
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let done = self
+            .writer_done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(done) = done {
+            let _ = done.await;
+        }
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
