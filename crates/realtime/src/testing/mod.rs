@@ -621,6 +621,36 @@ async fn changes_fire_on_append(e: Arc<dyn Engine>) {
 /// How many channels a model-checked run uses ([`ModelOp`] names them `0..MODEL_CHANNELS`).
 pub const MODEL_CHANNELS: usize = 4;
 
+/// Random [`ModelOp`]s for a property test of an engine: appends of up to 7 events, reads after
+/// any id with or without a channel filter, and now and then a purge.
+pub fn model_op() -> impl proptest::strategy::Strategy<Value = ModelOp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => prop::collection::vec((0..MODEL_CHANNELS, any::<u32>()), 0..8).prop_map(ModelOp::Append),
+        4 => (
+            any::<u64>(),
+            prop::option::of(prop::collection::vec(0..MODEL_CHANNELS, 0..3)),
+            1usize..12,
+        )
+            .prop_map(|(after, channels, limit)| ModelOp::Read { after, channels, limit }),
+        1 => any::<bool>().prop_map(ModelOp::Purge),
+    ]
+}
+
+/// The settings of the engines' property tests: 32 cases unless `PROPTEST_CASES` says
+/// otherwise, and no failure files written into the source tree.
+pub fn model_config() -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(32);
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
 /// One step of a run checked against a model of the engine contract ([`check_against_model`]);
 /// property tests generate sequences of them.
 #[derive(Debug, Clone)]
