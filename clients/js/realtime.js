@@ -30,21 +30,33 @@
  *
  * Policy, transports tried in the order of `options.transports`, else the page
  * config's `transports`, else websocket, sse, poll (skipping those the
- * environment lacks):
- * - a transport that fails before it ever opened is left for the next one at
- *   once (a proxy that blocks WebSocket should not cost the page a minute);
- * - one that worked and then fails is reopened with exponential backoff and
- *   full jitter; after `fallbackAfter` consecutive failures the client falls
- *   back to the next transport. `1012` (server draining) and `4008` (slow
- *   consumer) reopen at once;
- * - on the last transport (or a forced one), `maxRetries` consecutive failures
- *   end in CONNECTION_LOST `retries_exhausted`;
- * - a refused credential (401/403, WebSocket close 4001) ends in
- *   CONNECTION_LOST `credential_refused` at once, any other refusal (4xx, close
- *   4002) in `rejected`: a client bug that no other transport would fix;
- * - after `climbAfterMs` on a worse transport that works, the client tries the
- *   best one again (closing the current one; if the better one fails to open,
- *   it moves down again at once).
+ * environment lacks). The client never gives up on a transient failure unless
+ * the app sets `maxRetries`:
+ * - a transport that fails before it ever opened, with no answer from the
+ *   server (network error, close 1006, handshake timeout), is left for the next
+ *   at once (a proxy that blocks WebSocket should not cost the page a minute);
+ * - one that worked and then fails, or one the server answered with a transient
+ *   refusal (HTTP 408/429/5xx or another status that is not final, WebSocket
+ *   close 1012/1013/4008/4009/…), is reopened after a capped, jittered
+ *   exponential backoff (`backoffBaseMs` doubling to `backoffMaxMs`, each delay
+ *   ±`backoffJitter`), never sooner than the server's `Retry-After`; after
+ *   `fallbackAfter` consecutive failures the client falls back to the next
+ *   transport. A working connection closed with 1012 (node draining) or 4008
+ *   (slow consumer) reopens after a random delay below `reconnectSpreadMs`, so
+ *   a node's clients do not come back in one burst;
+ * - only a refused credential (401/403, close 4001) or a malformed request
+ *   (400/413/414/431, close 4002) is final: CONNECTION_LOST with `retrying: false`;
+ *   so is `maxRetries` consecutive failures of the last (or forced) transport,
+ *   when the app sets that limit (default: none);
+ * - an outage (no open transport since `lostAfterMs`) fires CONNECTION_LOST
+ *   `unreachable` with `retrying: true`, once per outage, and
+ *   CONNECTION_RESTORED when a transport opens again; STATE_CHANGED follows
+ *   `connectionState` (`connecting` / `connected` / `disconnected`);
+ * - climbing back: a worse transport that opened tries the best one again at
+ *   once when the best one was not shown to be blocked here (it opened before
+ *   since init, or the worse one also had to retry: the server was away), else
+ *   after `climbAfterMs` (closing the current one; if the better one fails to
+ *   open, it moves down again at once).
  * Every (re)open sends the cursor of the last delivered event, so switching
  * loses nothing; events are published once each, in ascending id order
  * (high-water mark of delivered ids, reset on `recovered: false`).
@@ -60,11 +72,18 @@ export const CONNECTION_LOST = 'tool-realtime-connection-lost';
 export const RECOVERY_FAILED = 'tool-realtime-recovery-failed';
 /** Topic fired when the client starts using another transport: `{transport, previous, reason}`. */
 export const TRANSPORT_CHANGED = 'tool-realtime-transport-changed';
+/** Topic fired when a transport opens again after CONNECTION_LOST `unreachable`: `{transport, downMs, attempts}`. */
+export const CONNECTION_RESTORED = 'tool-realtime-connection-restored';
+/** Topic fired when `connectionState` changes: `{state, previous, transport, retrying}`. */
+export const STATE_CHANGED = 'tool-realtime-state-changed';
 
 const DEFAULTS = Object.freeze({
     backoffBaseMs: 500,
     backoffMaxMs: 20000,
-    maxRetries: 10,
+    backoffJitter: 0.5,
+    maxRetries: Infinity,
+    lostAfterMs: 10000,
+    reconnectSpreadMs: 1000,
     fallbackAfter: 3,
     climbAfterMs: 300000,
     openTimeoutMs: 10000,
@@ -75,6 +94,64 @@ const DEFAULTS = Object.freeze({
 });
 
 const DEFAULT_TRANSPORTS = Object.freeze(['websocket', 'sse', 'poll']);
+
+/** A `Retry-After` longer than this (5 min) is taken as this. */
+const RETRY_AFTER_MAX_MS = 300000;
+
+/** HTTP statuses that are final: a refused credential, or a request that will be refused again as it is. */
+const FINAL_STATUSES = Object.freeze({
+    400: 'rejected', 401: 'credential_refused', 403: 'credential_refused',
+    413: 'rejected', 414: 'rejected', 431: 'rejected',
+});
+
+/**
+ * What an HTTP status means for the retry policy: `final` (with the reason for
+ * CONNECTION_LOST: `credential_refused` or `rejected`) or transient (`server_error`).
+ * Only 400, 401, 403, 413, 414 and 431 are final; any other status (408, 429,
+ * 5xx, but also a 404 from a proxy in the middle of a deploy) is transient.
+ * @param {number} status
+ * @returns {{retryable: boolean, reason: string}}
+ */
+export function classifyStatus(status) {
+    const reason = FINAL_STATUSES[status];
+    return reason === undefined ? {retryable: true, reason: 'server_error'} : {retryable: false, reason};
+}
+
+/**
+ * The delay before reconnect attempt `attempt` (1 for the first retry of an
+ * outage): `min(backoffMaxMs, backoffBaseMs · 2^(attempt−1))`, times a factor
+ * uniform in [1 − backoffJitter, 1 + backoffJitter); never less than the
+ * server's `Retry-After` (taken up to 5 min), itself spread by up to
+ * `backoffJitter` upwards so that clients told the same do not return together.
+ * @param {number} attempt ≥ 1
+ * @param {{backoffBaseMs: number, backoffMaxMs: number, backoffJitter: number}} options
+ * @param {() => number} random uniform in [0, 1)
+ * @param {number} [retryAfterMs]
+ * @returns {number} ms
+ */
+export function backoffDelay(attempt, options, random, retryAfterMs) {
+    const {backoffBaseMs, backoffMaxMs} = options;
+    const jitter = Math.min(1, Math.max(0, Number(options.backoffJitter) || 0));
+    const nominal = Math.min(backoffMaxMs, backoffBaseMs * 2 ** Math.min(Math.max(attempt, 1) - 1, 40));
+    let delay = nominal * (1 - jitter + 2 * jitter * random());
+    if (Number.isFinite(retryAfterMs) && retryAfterMs > 0) {
+        delay = Math.max(delay, Math.min(retryAfterMs, RETRY_AFTER_MAX_MS) * (1 + jitter * random()));
+    }
+    return Math.max(0, Math.floor(delay));
+}
+
+/** `Retry-After` (seconds or an HTTP date) in ms, or undefined. @param {string|null|undefined} value */
+function retryAfterMs(value) {
+    if (value == null || value.trim() === '') {
+        return undefined;
+    }
+    const seconds = Number(value);
+    if (Number.isFinite(seconds)) {
+        return seconds >= 0 ? seconds * 1000 : undefined;
+    }
+    const date = Date.parse(value);
+    return Number.isFinite(date) ? Math.max(0, date - Date.now()) : undefined;
+}
 
 /**
  * Error raised by `sendToServer` and reported by transports.
@@ -87,7 +164,7 @@ export class RealtimeError extends Error {
     /**
      * @param {string} message
      * @param {{code?: string, status?: number, reason?: string, retryable?: boolean, immediate?: boolean,
-     *          retryAfterMs?: number, closeCode?: number, cause?: unknown}} [details]
+     *          answered?: boolean, retryAfterMs?: number, closeCode?: number, cause?: unknown}} [details]
      */
     constructor(message, details = {}) {
         super(message, details.cause === undefined ? undefined : {cause: details.cause});
@@ -100,6 +177,8 @@ export class RealtimeError extends Error {
         this.retryable = details.retryable ?? false;
         /** Whether to reopen at once rather than after a backoff (server draining, slow consumer). */
         this.immediate = details.immediate ?? false;
+        /** Whether the server itself answered (an HTTP status, a close code it sent): the transport reaches it. */
+        this.answered = details.answered ?? false;
         /** Server's Retry-After in ms, if it sent one. */
         this.retryAfterMs = details.retryAfterMs;
         /** The WebSocket close code, for failures of that transport. */
@@ -129,18 +208,14 @@ function httpError(status, text, headers) {
         data = undefined;
     }
     const info = isObject(data) && isObject(data.error) ? data.error : {};
-    const retryable = status >= 500 || status === 429 || status === 408;
-    const retryAfter = headers?.get?.('retry-after');
-    const seconds = retryAfter == null ? NaN : Number(retryAfter);
     return new RealtimeError(
         typeof info.message === 'string' ? info.message : (text.slice(0, 200) || `HTTP ${status}`),
         {
             code: typeof info.code === 'string' ? info.code : `http_${status}`,
             status,
-            retryable,
-            reason: status === 401 || status === 403 ? 'credential_refused'
-                : retryable ? 'server_error' : 'rejected',
-            retryAfterMs: Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined,
+            ...classifyStatus(status),
+            answered: true,
+            retryAfterMs: retryAfterMs(headers?.get?.('retry-after')),
         },
     );
 }
@@ -307,6 +382,44 @@ const CLOSE_CODES = Object.freeze({
     4009: {code: 'no_heartbeat', reason: 'network_error', retryable: true},
     1009: {code: 'frame_too_large', reason: 'network_error', retryable: true},
 });
+
+/** Close codes no server sends: the browser reports them when the connection failed or dropped. */
+const NETWORK_CLOSE_CODES = Object.freeze(new Set([1005, 1006, 1015]));
+
+/**
+ * Error codes a server may send in an `error` frame before a close it meant as
+ * transient; an older server closed 4002 after `engine_unavailable`, so such a
+ * close is treated as transient whatever its code.
+ */
+const TRANSIENT_ERROR_CODES = Object.freeze(new Set([
+    'engine_unavailable', 'shutting_down', 'too_many_connections', 'rate_limited', 'internal',
+]));
+
+/**
+ * What a WebSocket close means for the retry policy. Only 4001 (credential
+ * refused) and 4002 (bad subscribe) are final, and 4002 not when the server's
+ * `error` frame named a transient cause (e.g. `engine_unavailable`). 1012 and
+ * 4008 are `immediate` (reopen after a small random delay); every other code
+ * is transient. `answered` is false for 1005/1006/1015 (no close frame: the
+ * network, not the server).
+ * @param {number} closeCode
+ * @param {{code?: string}|null} [errorFrame] the `error` of the frame that came before the close
+ * @returns {{code: string, reason: string, retryable: boolean, immediate: boolean, answered: boolean}}
+ */
+export function classifyClose(closeCode, errorFrame) {
+    const answered = !NETWORK_CLOSE_CODES.has(closeCode);
+    const known = CLOSE_CODES[closeCode];
+    const transientCause = typeof errorFrame?.code === 'string' && TRANSIENT_ERROR_CODES.has(errorFrame.code);
+    if (known && (known.retryable || !transientCause)) {
+        return {immediate: false, ...known, answered};
+    }
+    if (known) {
+        return {code: errorFrame.code, reason: 'server_error', retryable: true, immediate: false, answered};
+    }
+    return answered
+        ? {code: `close_${closeCode}`, reason: 'server_error', retryable: true, immediate: false, answered}
+        : {code: 'network_error', reason: 'network_error', retryable: true, immediate: false, answered};
+}
 
 /**
  * WebSocket transport, `GET {url}/ws` with JSON frames: sends `subscribe`
@@ -504,9 +617,8 @@ class WebSocketTransport {
 
     /** @param {{code: number, reason?: string}} event */
     closeError(event) {
-        const meaning = CLOSE_CODES[event.code]
-            ?? {code: 'network_error', reason: 'network_error', retryable: true};
-        const said = !meaning.retryable && this.lastError ? this.lastError : null;
+        const meaning = classifyClose(event.code, this.lastError);
+        const said = this.lastError;
         return new RealtimeError(
             String(said?.message ?? (event.reason || `the WebSocket closed with code ${event.code}`)),
             {...meaning, code: String(said?.code ?? meaning.code), closeCode: event.code},
@@ -724,13 +836,31 @@ class RealtimeClient {
     #opened = false;
     /** The current transport has opened at least once since the client chose it. */
     #worked = false;
+    /** Why the current transport was chosen (TRANSPORT_CHANGED's `reason`). */
+    #chosenFor = 'start';
+    /** Consecutive failures of the current transport (for `fallbackAfter` and `maxRetries`). */
     #failures = 0;
+    /** Backoff attempts of the current outage, across transports (reset when one opens). */
+    #attempts = 0;
+    /** Transports that opened at least once since the client was created. @type {Set<string>} */
+    #everOpened = new Set();
+    /** Transports a climb back failed to open (blocked here, it seems), until they open again. @type {Set<string>} */
+    #climbFailed = new Set();
     #cursor;
     #lastId = null;
     #state = 'idle';
+    /** `connecting`, `connected` or `disconnected`. */
+    #connection = 'disconnected';
+    /** When the current outage began (ms), or null while connected. */
+    #outageSince = null;
+    /** CONNECTION_LOST `unreachable` fired for the current outage. */
+    #outageReported = false;
+    /** The last failure of the current outage. @type {RealtimeError|null} */
+    #lastError = null;
     #retryTimer = null;
     #openTimer = null;
     #climbTimer = null;
+    #lostTimer = null;
     #lost = false;
 
     /**
@@ -772,6 +902,16 @@ class RealtimeClient {
         return this.#state;
     }
 
+    /**
+     * For a status badge: `connected` (a transport is open), `connecting` (opening
+     * one, or waiting to retry, for less than `lostAfterMs`), `disconnected` (an
+     * outage past `lostAfterMs`, still retrying; or not started, stopped, or given up).
+     * STATE_CHANGED fires on each change.
+     */
+    get connectionState() {
+        return this.#connection;
+    }
+
     /** The cursor the next (re)open sends. */
     get cursor() {
         return this.#cursor;
@@ -793,7 +933,8 @@ class RealtimeClient {
     }
 
     /**
-     * Listen to a topic (EVENT, CONNECTION_LOST, RECOVERY_FAILED, TRANSPORT_CHANGED).
+     * Listen to a topic (EVENT, CONNECTION_LOST, CONNECTION_RESTORED, STATE_CHANGED, RECOVERY_FAILED,
+     * TRANSPORT_CHANGED).
      * @param {string} topic @param {(data: any) => void} listener
      * @returns {() => void} unsubscribe
      */
@@ -805,6 +946,7 @@ class RealtimeClient {
     start() {
         if (this.#state === 'idle' || this.#state === 'stopped') {
             this.#state = 'running';
+            this.#beginOutage();
             if (this.#transport === null) {
                 this.#use(this.#index, 'start');
             } else {
@@ -820,7 +962,10 @@ class RealtimeClient {
             this.#state = 'stopped';
         }
         this.#clearTimers();
+        clearTimeout(this.#lostTimer);
+        this.#lostTimer = null;
         this.#transport?.close();
+        this.#setConnection('disconnected');
     }
 
     /**
@@ -891,6 +1036,10 @@ class RealtimeClient {
         this.#transport = transport;
         this.#worked = false;
         this.#failures = 0;
+        this.#chosenFor = reason;
+        if (this.#state === 'running') {
+            this.#beginOutage(); // a switch closes what was open: connecting until the new one opens
+        }
         this.#hub.publish(TRANSPORT_CHANGED, {transport: this.transport, previous, reason});
         if (this.#state === 'running' && this.#transport === transport) {
             this.#open();
@@ -918,20 +1067,93 @@ class RealtimeClient {
         if (this.#opened || this.#state !== 'running') {
             return;
         }
+        // The server was away rather than this transport's way blocked when this one had to retry.
+        const serverWasAway = this.#failures > 0 || this.#attempts > 0;
         this.#opened = true;
         this.#worked = true;
         this.#failures = 0;
         clearTimeout(this.#openTimer);
         this.#openTimer = null;
+        this.#everOpened.add(this.transport);
+        this.#climbFailed.delete(this.transport);
+        this.#endOutage();
+        if (this.#index === 0 || this.#forced !== null) {
+            return;
+        }
+        // Climb back at once to a better transport that is not blocked here as far as we know: it
+        // opened before (since init), or everything was failing (the server was away).
+        const better = this.#names.findIndex((name, i) => i < this.#index && !this.#climbFailed.has(name)
+            && (this.#everOpened.has(name) || serverWasAway));
         const {climbAfterMs} = this.#options;
-        if (this.#index > 0 && this.#forced === null && climbAfterMs > 0 && Number.isFinite(climbAfterMs)) {
+        const [target, after] = better >= 0 ? [better, 0]
+            : climbAfterMs > 0 && Number.isFinite(climbAfterMs) ? [0, climbAfterMs] : [-1, 0];
+        if (target >= 0) {
             clearTimeout(this.#climbTimer);
             this.#climbTimer = setTimeout(() => {
                 this.#climbTimer = null;
                 if (this.#state === 'running' && this.#forced === null) {
-                    this.#use(0, 'climb');
+                    this.#use(target, 'climb');
                 }
-            }, climbAfterMs);
+            }, after);
+        }
+    }
+
+    /** Set `connectionState`, publishing STATE_CHANGED when it changes. @param {string} state */
+    #setConnection(state) {
+        const previous = this.#connection;
+        if (previous !== state) {
+            this.#connection = state;
+            this.#hub.publish(STATE_CHANGED, {state, previous, transport: this.transport, retrying: this.#state === 'running'});
+        }
+    }
+
+    /** Not connected (any more): `connecting`, and CONNECTION_LOST if that lasts `lostAfterMs`. */
+    #beginOutage() {
+        if (this.#outageSince === null || this.#connection === 'connected') {
+            this.#outageSince = Date.now();
+            this.#attempts = 0;
+        }
+        if (this.#outageReported) {
+            this.#setConnection('disconnected');
+        } else {
+            this.#setConnection('connecting');
+        }
+        const {lostAfterMs} = this.#options;
+        if (this.#lostTimer === null && !this.#outageReported && Number.isFinite(lostAfterMs) && lostAfterMs >= 0) {
+            this.#lostTimer = setTimeout(() => {
+                this.#lostTimer = null;
+                if (this.#state !== 'running' || this.#connection === 'connected') {
+                    return;
+                }
+                this.#outageReported = true;
+                this.#setConnection('disconnected');
+                const error = this.#lastError;
+                this.#hub.publish(CONNECTION_LOST, withoutUndefined({
+                    reason: 'unreachable', retrying: true, code: error?.code ?? 'network_error',
+                    status: error?.status || undefined,
+                    message: `no connection for ${Date.now() - this.#outageSince} ms; still trying`
+                        + (error ? `; last: ${error.message}` : ''),
+                    transport: this.transport, attempts: this.#attempts,
+                }));
+            }, lostAfterMs);
+        }
+    }
+
+    /** A transport opened: `connected`, and CONNECTION_RESTORED if the outage was reported. */
+    #endOutage() {
+        clearTimeout(this.#lostTimer);
+        this.#lostTimer = null;
+        const since = this.#outageSince;
+        const attempts = this.#attempts;
+        this.#outageSince = null;
+        this.#attempts = 0;
+        this.#lastError = null;
+        this.#setConnection('connected');
+        if (this.#outageReported) {
+            this.#outageReported = false;
+            this.#hub.publish(CONNECTION_RESTORED, {
+                transport: this.transport, downMs: since === null ? 0 : Date.now() - since, attempts,
+            });
         }
     }
 
@@ -978,17 +1200,20 @@ class RealtimeClient {
             this.#lose({reason: error.reason, status: error.status || undefined, code: error.code, message: error.message});
             return;
         }
-        const last = this.#forced !== null || this.#index === this.#names.length - 1;
-        if (!last && !this.#worked) {
-            this.#use(this.#index + 1, 'fallback'); // never opened: most likely blocked, try the next at once
-            return;
+        const wasOpen = this.#opened;
+        this.#opened = false;
+        this.#lastError = error;
+        this.#beginOutage();
+        if (!this.#worked && !error.answered && this.#chosenFor === 'climb') {
+            this.#climbFailed.add(this.transport); // still blocked here: climb again only after climbAfterMs
         }
-        if (error.immediate) {
-            this.#retryTimer = setTimeout(() => this.#retry(), 0);
+        const last = this.#forced !== null || this.#index === this.#names.length - 1;
+        if (!last && !this.#worked && !error.answered) {
+            this.#use(this.#index + 1, 'fallback'); // never opened, no answer: most likely blocked, the next at once
             return;
         }
         this.#failures += 1;
-        const {backoffBaseMs, backoffMaxMs, fallbackAfter, maxRetries, random} = this.#options;
+        const {fallbackAfter, maxRetries, random, reconnectSpreadMs} = this.#options;
         if (!last && this.#failures > fallbackAfter) {
             this.#use(this.#index + 1, 'fallback');
             return;
@@ -1000,9 +1225,15 @@ class RealtimeClient {
             });
             return;
         }
-        // Full jitter: uniform in [0, min(max, base * 2^(n-1))), at least the server's Retry-After.
-        const cap = Math.min(backoffMaxMs, backoffBaseMs * 2 ** (this.#failures - 1));
-        const delay = Math.max(Math.floor(random() * cap), Math.min(error.retryAfterMs ?? 0, backoffMaxMs));
+        let delay;
+        if (error.immediate && wasOpen) {
+            // A working connection the server closed on purpose (draining, slow consumer): reopen
+            // soon, but spread, so that a node's clients do not all come back in the same instant.
+            delay = Math.floor(random() * Math.max(0, reconnectSpreadMs));
+        } else {
+            this.#attempts += 1;
+            delay = backoffDelay(this.#attempts, this.#options, random, error.retryAfterMs);
+        }
         this.#retryTimer = setTimeout(() => this.#retry(), delay);
     }
 
@@ -1020,13 +1251,13 @@ class RealtimeClient {
         this.#retryTimer = this.#openTimer = this.#climbTimer = null;
     }
 
-    /** Give up for good; CONNECTION_LOST fires at most once per client. */
+    /** Give up for good; this final CONNECTION_LOST (`retrying: false`) fires at most once per client. */
     #lose(info) {
         this.stop();
         this.#state = 'lost';
         if (!this.#lost) {
             this.#lost = true;
-            this.#hub.publish(CONNECTION_LOST, withoutUndefined({...info, transport: this.transport}));
+            this.#hub.publish(CONNECTION_LOST, withoutUndefined({...info, retrying: false, transport: this.transport}));
         }
     }
 }
