@@ -410,11 +410,11 @@ export function classifyClose(closeCode, errorFrame) {
     const answered = !NETWORK_CLOSE_CODES.has(closeCode);
     const known = CLOSE_CODES[closeCode];
     const transientCause = typeof errorFrame?.code === 'string' && TRANSIENT_ERROR_CODES.has(errorFrame.code);
-    if (known && (known.retryable || !transientCause)) {
-        return {immediate: false, ...known, answered};
+    if (closeCode === 4002 && transientCause) {
+        return {code: errorFrame.code, reason: 'server_error', retryable: true, immediate: false, answered};
     }
     if (known) {
-        return {code: errorFrame.code, reason: 'server_error', retryable: true, immediate: false, answered};
+        return {immediate: false, ...known, answered};
     }
     return answered
         ? {code: `close_${closeCode}`, reason: 'server_error', retryable: true, immediate: false, answered}
