@@ -9,7 +9,9 @@
  *
  *     import * as Realtime from '/realtime.js';
  *     Realtime.subscribe(Realtime.EVENT, (event) => { ... });
- *     Realtime.subscribe(Realtime.CONNECTION_LOST, (err) => { ... });
+ *     Realtime.subscribe(Realtime.CONNECTION_LOST, (err) => { ... });   // err.retrying: still trying?
+ *     Realtime.subscribe(Realtime.CONNECTION_RESTORED, ({downMs}) => { ... });
+ *     Realtime.subscribe(Realtime.STATE_CHANGED, ({state}) => { ... });  // connecting/connected/disconnected
  *     Realtime.subscribe(Realtime.RECOVERY_FAILED, (info) => { ... });
  *     Realtime.subscribe(Realtime.TRANSPORT_CHANGED, ({transport}) => { ... });
  *     const client = Realtime.init(pageConfig);
@@ -52,11 +54,12 @@
  *   `unreachable` with `retrying: true`, once per outage, and
  *   CONNECTION_RESTORED when a transport opens again; STATE_CHANGED follows
  *   `connectionState` (`connecting` / `connected` / `disconnected`);
- * - climbing back: a worse transport that opened tries the best one again at
- *   once when the best one was not shown to be blocked here (it opened before
- *   since init, or the worse one also had to retry: the server was away), else
- *   after `climbAfterMs` (closing the current one; if the better one fails to
- *   open, it moves down again at once).
+ * - climbing back: a worse transport that opened only after retrying (so the
+ *   server was away, rather than the better ones blocked here) makes the client
+ *   try the best one again at once, unless a climb to it already failed to
+ *   open (blocked here, it seems); otherwise after `climbAfterMs`. A climb
+ *   closes the current transport; if the better one fails to open, the client
+ *   moves down again at once.
  * Every (re)open sends the cursor of the last delivered event, so switching
  * loses nothing; events are published once each, in ascending id order
  * (high-water mark of delivered ids, reset on `recovered: false`).
@@ -66,7 +69,7 @@
 
 /** Topic of a server event; the listener gets the event object as sent by the server. */
 export const EVENT = 'tool-realtime-event';
-/** Topic fired at most once per client when it gives up: `{reason, code?, status?, message, transport}`. */
+/** Topic fired once per outage past `lostAfterMs` (`reason: 'unreachable'`, `retrying: true`) and once on giving up (`retrying: false`): `{reason, retrying, code?, status?, message, transport}`. */
 export const CONNECTION_LOST = 'tool-realtime-connection-lost';
 /** Topic fired when the server could not replay missed events: reload state from the application. */
 export const RECOVERY_FAILED = 'tool-realtime-recovery-failed';
@@ -842,10 +845,10 @@ class RealtimeClient {
     #failures = 0;
     /** Backoff attempts of the current outage, across transports (reset when one opens). */
     #attempts = 0;
-    /** Transports that opened at least once since the client was created. @type {Set<string>} */
-    #everOpened = new Set();
     /** Transports a climb back failed to open (blocked here, it seems), until they open again. @type {Set<string>} */
     #climbFailed = new Set();
+    /** From a climb until a transport opens: transports that fail to open meanwhile count as blocked. */
+    #climbing = false;
     #cursor;
     #lastId = null;
     #state = 'idle';
@@ -1037,6 +1040,7 @@ class RealtimeClient {
         this.#worked = false;
         this.#failures = 0;
         this.#chosenFor = reason;
+        this.#climbing = reason === 'climb' || (reason === 'fallback' && this.#climbing);
         if (this.#state === 'running') {
             this.#beginOutage(); // a switch closes what was open: connecting until the new one opens
         }
@@ -1067,23 +1071,24 @@ class RealtimeClient {
         if (this.#opened || this.#state !== 'running') {
             return;
         }
-        // The server was away rather than this transport's way blocked when this one had to retry.
-        const serverWasAway = this.#failures > 0 || this.#attempts > 0;
+        // This transport had to retry before it opened: the server was away (not the better
+        // transports blocked here, which would have left this one opening at the first try).
+        const serverWasAway = this.#failures > 0;
         this.#opened = true;
         this.#worked = true;
         this.#failures = 0;
         clearTimeout(this.#openTimer);
         this.#openTimer = null;
-        this.#everOpened.add(this.transport);
         this.#climbFailed.delete(this.transport);
+        this.#climbing = false;
         this.#endOutage();
         if (this.#index === 0 || this.#forced !== null) {
             return;
         }
-        // Climb back at once to a better transport that is not blocked here as far as we know: it
-        // opened before (since init), or everything was failing (the server was away).
-        const better = this.#names.findIndex((name, i) => i < this.#index && !this.#climbFailed.has(name)
-            && (this.#everOpened.has(name) || serverWasAway));
+        // After an outage, climb back at once to the best transport not shown blocked here (by a
+        // climb back that failed to open); else only after climbAfterMs.
+        const better = serverWasAway
+            ? this.#names.findIndex((name, i) => i < this.#index && !this.#climbFailed.has(name)) : -1;
         const {climbAfterMs} = this.#options;
         const [target, after] = better >= 0 ? [better, 0]
             : climbAfterMs > 0 && Number.isFinite(climbAfterMs) ? [0, climbAfterMs] : [-1, 0];
@@ -1204,7 +1209,7 @@ class RealtimeClient {
         this.#opened = false;
         this.#lastError = error;
         this.#beginOutage();
-        if (!this.#worked && !error.answered && this.#chosenFor === 'climb') {
+        if (!this.#worked && !error.answered && this.#climbing) {
             this.#climbFailed.add(this.transport); // still blocked here: climb again only after climbAfterMs
         }
         const last = this.#forced !== null || this.#index === this.#names.length - 1;
@@ -1212,8 +1217,15 @@ class RealtimeClient {
             this.#use(this.#index + 1, 'fallback'); // never opened, no answer: most likely blocked, the next at once
             return;
         }
-        this.#failures += 1;
         const {fallbackAfter, maxRetries, random, reconnectSpreadMs} = this.#options;
+        if (error.immediate && wasOpen) {
+            // A working connection the server closed on purpose (draining, slow consumer): not a
+            // failure of the transport. Reopen soon, but spread, so that a node's clients do not all
+            // come back in the same instant.
+            this.#retryTimer = setTimeout(() => this.#retry(), Math.floor(random() * Math.max(0, reconnectSpreadMs)));
+            return;
+        }
+        this.#failures += 1;
         if (!last && this.#failures > fallbackAfter) {
             this.#use(this.#index + 1, 'fallback');
             return;
@@ -1225,15 +1237,8 @@ class RealtimeClient {
             });
             return;
         }
-        let delay;
-        if (error.immediate && wasOpen) {
-            // A working connection the server closed on purpose (draining, slow consumer): reopen
-            // soon, but spread, so that a node's clients do not all come back in the same instant.
-            delay = Math.floor(random() * Math.max(0, reconnectSpreadMs));
-        } else {
-            this.#attempts += 1;
-            delay = backoffDelay(this.#attempts, this.#options, random, error.retryAfterMs);
-        }
+        this.#attempts += 1;
+        const delay = backoffDelay(this.#attempts, this.#options, random, error.retryAfterMs);
         this.#retryTimer = setTimeout(() => this.#retry(), delay);
     }
 
@@ -1341,11 +1346,16 @@ export function stop() {
  * @property {typeof WebSocket | null} [WebSocket] default the global one; null: none
  * @property {typeof EventSource | null} [EventSource] default the global one; null: none
  * @property {string[]} [transports] overrides the page config's list
- * @property {number} [backoffBaseMs]
- * @property {number} [backoffMaxMs]
- * @property {number} [maxRetries] consecutive failures of the last transport before CONNECTION_LOST
+ * @property {number} [backoffBaseMs] nominal delay before the first retry of an outage (500 ms), doubling
+ * @property {number} [backoffMaxMs] largest nominal delay (20000 ms)
+ * @property {number} [backoffJitter] each delay is the nominal one × [1 − j, 1 + j) (0.5)
+ * @property {number} [maxRetries] consecutive failures of the last transport before a final
+ *   CONNECTION_LOST `retries_exhausted` (default Infinity: never give up)
+ * @property {number} [lostAfterMs] no open transport for this long fires CONNECTION_LOST `unreachable` (10000)
+ * @property {number} [reconnectSpreadMs] 1012/4008 reopen after a delay uniform in [0, this) (1000)
  * @property {number} [fallbackAfter] consecutive failures of a transport that worked before the next is tried
- * @property {number} [climbAfterMs] time on a worse transport before the best is tried again (0: never)
+ * @property {number} [climbAfterMs] time on a worse transport before the best is tried again (0: never);
+ *   after an outage the client climbs back at once
  * @property {number} [openTimeoutMs] a WebSocket or SSE handshake slower than this failed
  * @property {number} [pingIntervalMs] WebSocket ping interval
  * @property {number} [deadAfterMs] WebSocket silence after which the connection is given up

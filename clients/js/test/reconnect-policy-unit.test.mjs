@@ -286,18 +286,33 @@ test('a WebSocket blocked here (never opened, SSE opened at once) is climbed to 
     assert.deepEqual(used(), ['websocket:start', 'sse:fallback']);
 });
 
-test('a climb back that fails to open marks the WebSocket blocked: no loop, only climbAfterMs later', async (t) => {
+test('a WebSocket that breaks while SSE opens at its first try is left: no climb at once', async (t) => {
     const {WS, ES, client, used} = setup(t, {backoffBaseMs: 5, fallbackAfter: 1, climbAfterMs: 300000, random: () => 0.5});
     client.start();
     const ws0 = await nth(WS, 0, 'WebSocket');
     ws0.acceptRecovered();
     ws0.refuse(); // a proxy starts blocking WebSocket
     (await nth(WS, 1, 'WebSocket')).refuse();
-    (await nth(ES, 0, 'EventSource')).open();
-    (await nth(WS, 2, 'WebSocket')).refuse(); // climbed at once (it worked before); still blocked
-    (await nth(ES, 1, 'EventSource')).open();
+    (await nth(ES, 0, 'EventSource')).open(); // the server is there
     await sleep(100);
-    assert.equal(WS.instances.length, 3, 'no further climb at once');
+    assert.equal(WS.instances.length, 2, 'no climb at once');
+    assert.equal(client.transport, 'sse');
+    assert.deepEqual(used(), ['websocket:start', 'sse:fallback']);
+});
+
+test('a climb back that fails to open marks the WebSocket blocked: no loop, only climbAfterMs later', async (t) => {
+    const {WS, ES, fake, client, used} = setup(t, {backoffBaseMs: 5, climbAfterMs: 300000, random: () => 0.5});
+    client.start();
+    (await nth(WS, 0, 'WebSocket')).refuse();
+    fake.push(failure(503, 'engine_unavailable'), failure(503, 'engine_unavailable'));
+    (await nth(ES, 0, 'EventSource')).error(); // the status probe: 503, the server is busy
+    (await nth(ES, 1, 'EventSource')).open(); // SSE had to retry: climb back at once
+    (await nth(WS, 1, 'WebSocket')).refuse(); // still blocked: marked
+    const es2 = await nth(ES, 2, 'EventSource');
+    es2.error(); // 503 again: retried on SSE
+    (await nth(ES, 3, 'EventSource')).open(); // had to retry again, but the WebSocket is marked
+    await sleep(100);
+    assert.equal(WS.instances.length, 2, 'no further climb at once');
     assert.equal(client.transport, 'sse');
     assert.deepEqual(used(), ['websocket:start', 'sse:fallback', 'websocket:climb', 'sse:fallback']);
 });
