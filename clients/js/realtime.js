@@ -54,12 +54,14 @@
  *   `unreachable` with `retrying: true`, once per outage, and
  *   CONNECTION_RESTORED when a transport opens again; STATE_CHANGED follows
  *   `connectionState` (`connecting` / `connected` / `disconnected`);
- * - climbing back: a worse transport that opened only after retrying (so the
- *   server was away, rather than the better ones blocked here) makes the client
- *   try the best one again at once, unless a climb to it already failed to
- *   open (blocked here, it seems); otherwise after `climbAfterMs`. A climb
- *   closes the current transport; if the better one fails to open, the client
- *   moves down again at once.
+ * - climbing back: a transport that fails to open with no answer while a worse
+ *   one then opens at its first try is taken as blocked here (the server was
+ *   there). In an outage, every retry starts again from the best transport not
+ *   blocked here (falling down at once through those that do not open), so the
+ *   client is back on the best one as soon as the server returns. A worse
+ *   transport that works tries the best one again after `climbAfterMs`
+ *   (closing the current one; if the better one fails to open, the client moves
+ *   down again at once).
  * Every (re)open sends the cursor of the last delivered event, so switching
  * loses nothing; events are published once each, in ascending id order
  * (high-water mark of delivered ids, reset on `recovered: false`).
@@ -841,14 +843,20 @@ class RealtimeClient {
     #worked = false;
     /** Why the current transport was chosen (TRANSPORT_CHANGED's `reason`). */
     #chosenFor = 'start';
-    /** Consecutive failures of the current transport (for `fallbackAfter` and `maxRetries`). */
+    /** Consecutive failures of the current transport since the client chose it (for `fallbackAfter`). */
     #failures = 0;
+    /** Consecutive failures of the last (or forced) transport since one opened (for `maxRetries`). */
+    #lastFailures = 0;
     /** Backoff attempts of the current outage, across transports (reset when one opens). */
     #attempts = 0;
-    /** Transports a climb back failed to open (blocked here, it seems), until they open again. @type {Set<string>} */
-    #climbFailed = new Set();
-    /** From a climb until a transport opens: transports that fail to open meanwhile count as blocked. */
-    #climbing = false;
+    /**
+     * Transports taken as blocked here, until they open again: they failed to open with no answer
+     * while a worse one then opened at its first try (so the server was there).
+     * @type {Set<string>}
+     */
+    #blocked = new Set();
+    /** Transports that failed to open with no answer since the client last went down from the best candidate. @type {Set<string>} */
+    #passFailed = new Set();
     #cursor;
     #lastId = null;
     #state = 'idle';
@@ -1040,7 +1048,12 @@ class RealtimeClient {
         this.#worked = false;
         this.#failures = 0;
         this.#chosenFor = reason;
-        this.#climbing = reason === 'climb' || (reason === 'fallback' && this.#climbing);
+        if (reason !== 'fallback') {
+            this.#passFailed.clear();
+        }
+        if (reason === 'forced' || reason === 'start') {
+            this.#lastFailures = 0;
+        }
         if (this.#state === 'running') {
             this.#beginOutage(); // a switch closes what was open: connecting until the new one opens
         }
@@ -1071,35 +1084,41 @@ class RealtimeClient {
         if (this.#opened || this.#state !== 'running') {
             return;
         }
-        // This transport had to retry before it opened: the server was away (not the better
-        // transports blocked here, which would have left this one opening at the first try).
-        const serverWasAway = this.#failures > 0;
+        if (this.#failures === 0) {
+            // Opened at its first try while the better ones just failed to open with no answer:
+            // the server is there, so those are blocked here (until a timed climb finds them open).
+            for (const name of this.#passFailed) {
+                this.#blocked.add(name);
+            }
+        }
+        this.#passFailed.clear();
         this.#opened = true;
         this.#worked = true;
         this.#failures = 0;
+        this.#lastFailures = 0;
         clearTimeout(this.#openTimer);
         this.#openTimer = null;
-        this.#climbFailed.delete(this.transport);
-        this.#climbing = false;
+        this.#blocked.delete(this.transport);
         this.#endOutage();
-        if (this.#index === 0 || this.#forced !== null) {
-            return;
-        }
-        // After an outage, climb back at once to the best transport not shown blocked here (by a
-        // climb back that failed to open); else only after climbAfterMs.
-        const better = serverWasAway
-            ? this.#names.findIndex((name, i) => i < this.#index && !this.#climbFailed.has(name)) : -1;
         const {climbAfterMs} = this.#options;
-        const [target, after] = better >= 0 ? [better, 0]
-            : climbAfterMs > 0 && Number.isFinite(climbAfterMs) ? [0, climbAfterMs] : [-1, 0];
-        if (target >= 0) {
+        if (this.#index > 0 && this.#forced === null && climbAfterMs > 0 && Number.isFinite(climbAfterMs)) {
             clearTimeout(this.#climbTimer);
-            this.#climbTimer = setTimeout(() => {
-                this.#climbTimer = null;
-                if (this.#state === 'running' && this.#forced === null) {
-                    this.#use(target, 'climb');
-                }
-            }, after);
+            this.#climbTimer = setTimeout(() => this.#climb(0), climbAfterMs);
+        }
+    }
+
+    /** The best transport not blocked here and better than the current one, or -1 (also when forced). */
+    #betterCandidate() {
+        return this.#forced !== null ? -1
+            : this.#names.findIndex((name, i) => i < this.#index && !this.#blocked.has(name));
+    }
+
+    /** Try transport `index` (better than the current one) from the cursor. @param {number} index */
+    #climb(index) {
+        this.#climbTimer = null;
+        this.#retryTimer = null;
+        if (this.#state === 'running' && this.#forced === null) {
+            this.#use(index, 'climb');
         }
     }
 
@@ -1209,8 +1228,8 @@ class RealtimeClient {
         this.#opened = false;
         this.#lastError = error;
         this.#beginOutage();
-        if (!this.#worked && !error.answered && this.#climbing) {
-            this.#climbFailed.add(this.transport); // still blocked here: climb again only after climbAfterMs
+        if (!wasOpen && !error.answered) {
+            this.#passFailed.add(this.transport); // this attempt did not open, and nothing answered
         }
         const last = this.#forced !== null || this.#index === this.#names.length - 1;
         if (!last && !this.#worked && !error.answered) {
@@ -1230,16 +1249,22 @@ class RealtimeClient {
             this.#use(this.#index + 1, 'fallback');
             return;
         }
-        if (last && this.#failures >= maxRetries) {
-            this.#lose({
-                reason: 'retries_exhausted', status: error.status || undefined, code: error.code,
-                message: `gave up after ${this.#failures} consecutive failures; last: ${error.message}`,
-            });
-            return;
+        if (last) {
+            this.#lastFailures += 1;
+            if (this.#lastFailures >= maxRetries) {
+                this.#lose({
+                    reason: 'retries_exhausted', status: error.status || undefined, code: error.code,
+                    message: `gave up after ${this.#lastFailures} consecutive failures; last: ${error.message}`,
+                });
+                return;
+            }
         }
         this.#attempts += 1;
         const delay = backoffDelay(this.#attempts, this.#options, random, error.retryAfterMs);
-        this.#retryTimer = setTimeout(() => this.#retry(), delay);
+        // In an outage every retry starts again from the best transport not blocked here, so the
+        // client is back on it as soon as the server returns (not after climbAfterMs on a worse one).
+        const better = this.#betterCandidate();
+        this.#retryTimer = setTimeout(() => (better >= 0 ? this.#climb(better) : this.#retry()), delay);
     }
 
     #retry() {

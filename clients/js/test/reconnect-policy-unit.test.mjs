@@ -240,81 +240,87 @@ test('a refused credential during an outage is final at once, with retrying: fal
     assert.equal(fake.calls.length, 3);
 });
 
-test('after an outage the client climbs back to the WebSocket at once, not after climbAfterMs', async (t) => {
+test('in an outage every retry starts again from the WebSocket: back on it as soon as the server returns', async (t) => {
     const rec = setup(t, {backoffBaseMs: 5, fallbackAfter: 1, climbAfterMs: 300000, random: () => 0.5});
     const {WS, ES, fake, client, ids, used} = rec;
-    fake.push(networkDown(), networkDown(), answer([ev(2)], 'p2'));
+    fake.push(networkDown(), networkDown(), networkDown(), networkDown());
     client.start();
     const ws0 = await nth(WS, 0, 'WebSocket');
     ws0.acceptRecovered();
     ws0.receive({type: 'event', cursor: 'e:1', event: ev(1)});
     ws0.refuse(); // the server goes away
     (await nth(WS, 1, 'WebSocket')).refuse(); // still away: past fallbackAfter, the next transport
-    (await nth(ES, 0, 'EventSource')).error(); // SSE cannot open either (the probe finds no server)
-    // poll: one network error, then the server is back and answers.
-    await waitFor(() => ids().length === 2, {message: 'the poll answer'});
-    const ws2 = await nth(WS, 2, 'WebSocket'); // climbing back: at once, the WebSocket worked before
-    ws2.acceptRecovered();
-    assert.equal(ws2.frames('subscribe')[0].cursor, 'p2', 'resumes from the cursor of the poll');
-    ws2.receive({type: 'event', cursor: 'e:3', event: ev(3)});
-    assert.deepEqual(ids(), [1, 2, 3]);
-    assert.deepEqual(used(), ['websocket:start', 'sse:fallback', 'poll:fallback', 'websocket:climb']);
+    (await nth(ES, 0, 'EventSource')).error(); // SSE cannot open either (the probe finds no server), nor poll
+    (await nth(WS, 2, 'WebSocket')).refuse(); // the retry starts from the WebSocket again
+    (await nth(ES, 1, 'EventSource')).error();
+    const ws3 = await nth(WS, 3, 'WebSocket'); // and again: the server is back
+    ws3.acceptRecovered();
+    assert.equal(ws3.frames('subscribe')[0].cursor, 'e:1', 'resumes from the last delivered event');
+    ws3.receive({type: 'event', cursor: 'e:2', event: ev(2)});
+    assert.deepEqual(ids(), [1, 2]);
+    assert.deepEqual(used(), ['websocket:start', 'sse:fallback', 'poll:fallback',
+        'websocket:climb', 'sse:fallback', 'poll:fallback', 'websocket:climb']);
+    assert.equal(fake.callsTo('/poll').length, 2);
     assert.equal(client.transport, 'websocket');
     assert.equal(client.connectionState, 'connected');
 });
 
-test('a page load while the server is away: once polling works, the client climbs to the WebSocket at once', async (t) => {
+test('a page load while the server is away: the retry tries the WebSocket first', async (t) => {
     const {WS, ES, fake, client, used} = setup(t, {backoffBaseMs: 5, climbAfterMs: 300000, random: () => 0.5});
-    fake.push(networkDown(), networkDown(), answer([ev(1)], 'p1'));
+    fake.push(networkDown(), networkDown());
     client.start();
     (await nth(WS, 0, 'WebSocket')).refuse();
     (await nth(ES, 0, 'EventSource')).error();
-    const ws1 = await nth(WS, 1, 'WebSocket'); // poll had to retry: the server was away, not the WebSocket blocked
+    const ws1 = await nth(WS, 1, 'WebSocket'); // after poll's backoff: nothing opened, nothing is blocked
     ws1.acceptRecovered();
-    assert.equal(ws1.frames('subscribe')[0].cursor, 'p1');
+    assert.equal(ws1.frames('subscribe')[0].cursor, 'c0');
     assert.deepEqual(used(), ['websocket:start', 'sse:fallback', 'poll:fallback', 'websocket:climb']);
 });
 
 test('a WebSocket blocked here (never opened, SSE opened at once) is climbed to only after climbAfterMs', async (t) => {
-    const {WS, ES, client, used} = setup(t, {climbAfterMs: 300000});
+    const {WS, ES, client, used} = setup(t, {climbAfterMs: 300000, backoffBaseMs: 5, random: () => 0.5});
     client.start();
     (await nth(WS, 0, 'WebSocket')).refuse();
-    (await nth(ES, 0, 'EventSource')).open();
+    const es0 = await nth(ES, 0, 'EventSource');
+    es0.open();
     await sleep(100);
     assert.equal(WS.instances.length, 1, 'no climb at once');
+    es0.error(); // SSE drops: retried on SSE, not from the blocked WebSocket
+    (await nth(ES, 1, 'EventSource')).open();
+    await sleep(50);
+    assert.equal(WS.instances.length, 1);
     assert.equal(client.transport, 'sse');
     assert.deepEqual(used(), ['websocket:start', 'sse:fallback']);
 });
 
-test('a WebSocket that breaks while SSE opens at its first try is left: no climb at once', async (t) => {
+test('a WebSocket that breaks while SSE opens at its first try is taken as blocked', async (t) => {
     const {WS, ES, client, used} = setup(t, {backoffBaseMs: 5, fallbackAfter: 1, climbAfterMs: 300000, random: () => 0.5});
     client.start();
     const ws0 = await nth(WS, 0, 'WebSocket');
     ws0.acceptRecovered();
     ws0.refuse(); // a proxy starts blocking WebSocket
     (await nth(WS, 1, 'WebSocket')).refuse();
-    (await nth(ES, 0, 'EventSource')).open(); // the server is there
+    const es0 = await nth(ES, 0, 'EventSource');
+    es0.open(); // the server is there
+    es0.error(); // a drop of SSE: retried on SSE
+    (await nth(ES, 1, 'EventSource')).open();
     await sleep(100);
     assert.equal(WS.instances.length, 2, 'no climb at once');
     assert.equal(client.transport, 'sse');
     assert.deepEqual(used(), ['websocket:start', 'sse:fallback']);
 });
 
-test('a climb back that fails to open marks the WebSocket blocked: no loop, only climbAfterMs later', async (t) => {
-    const {WS, ES, fake, client, used} = setup(t, {backoffBaseMs: 5, climbAfterMs: 300000, random: () => 0.5});
+test('a timed climb that finds the WebSocket open again clears the mark', async (t) => {
+    const {WS, ES, client, used} = setup(t, {climbAfterMs: 40, backoffBaseMs: 5, random: () => 0.5});
     client.start();
     (await nth(WS, 0, 'WebSocket')).refuse();
-    fake.push(failure(503, 'engine_unavailable'), failure(503, 'engine_unavailable'));
-    (await nth(ES, 0, 'EventSource')).error(); // the status probe: 503, the server is busy
-    (await nth(ES, 1, 'EventSource')).open(); // SSE had to retry: climb back at once
-    (await nth(WS, 1, 'WebSocket')).refuse(); // still blocked: marked
-    const es2 = await nth(ES, 2, 'EventSource');
-    es2.error(); // 503 again: retried on SSE
-    (await nth(ES, 3, 'EventSource')).open(); // had to retry again, but the WebSocket is marked
-    await sleep(100);
-    assert.equal(WS.instances.length, 2, 'no further climb at once');
-    assert.equal(client.transport, 'sse');
-    assert.deepEqual(used(), ['websocket:start', 'sse:fallback', 'websocket:climb', 'sse:fallback']);
+    (await nth(ES, 0, 'EventSource')).open();
+    const ws1 = await nth(WS, 1, 'WebSocket'); // after climbAfterMs
+    ws1.acceptRecovered();
+    ws1.refuse(); // a drop: the WebSocket is retried (it is not blocked any more)
+    (await nth(WS, 2, 'WebSocket')).acceptRecovered();
+    assert.equal(ES.instances.length, 1);
+    assert.deepEqual(used(), ['websocket:start', 'sse:fallback', 'websocket:climb']);
 });
 
 test('1013 and a transient 4002 before the subscribe completed: retried on the WebSocket, not left', async (t) => {
