@@ -113,8 +113,8 @@ export interface TransportChanged {
     previous: TransportName | null;
     /**
      * `start`; `fallback` (the previous one failed to open, or dropped `fallbackAfter` + 1 times
-     * in a row); `climb` (back to a better one: at once after an outage, else after
-     * `climbAfterMs`); `forced` (by `force()`).
+     * in a row); `climb` (back to a better one: each retry of an outage starts from the best
+     * transport not blocked here; else after `climbAfterMs`); `forced` (by `force()`).
      */
     reason: 'start' | 'fallback' | 'climb' | 'forced';
 }
@@ -163,8 +163,8 @@ export interface ClientOptions {
     /**
      * After this long (ms, default 300000) on a worse transport that works, the client tries the
      * best one again, resuming from its cursor (and comes down again at once if it still fails to
-     * open). 0 disables this timed climbing. After an outage (the worse transport had to retry
-     * too, or the better one opened before since init) the client climbs back at once instead.
+     * open). 0 disables this timed climbing. In an outage (nothing opens) every retry starts
+     * from the best transport not blocked here, so no timer is needed to climb back after one.
      */
     climbAfterMs?: number;
     /** A WebSocket or SSE handshake slower than this (ms, default 10000) counts as failing to open. */

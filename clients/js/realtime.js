@@ -1379,8 +1379,8 @@ export function stop() {
  * @property {number} [lostAfterMs] no open transport for this long fires CONNECTION_LOST `unreachable` (10000)
  * @property {number} [reconnectSpreadMs] 1012/4008 reopen after a delay uniform in [0, this) (1000)
  * @property {number} [fallbackAfter] consecutive failures of a transport that worked before the next is tried
- * @property {number} [climbAfterMs] time on a worse transport before the best is tried again (0: never);
- *   after an outage the client climbs back at once
+ * @property {number} [climbAfterMs] time on a worse transport that works before the best is tried
+ *   again (0: never); in an outage each retry starts from the best transport not blocked here
  * @property {number} [openTimeoutMs] a WebSocket or SSE handshake slower than this failed
  * @property {number} [pingIntervalMs] WebSocket ping interval
  * @property {number} [deadAfterMs] WebSocket silence after which the connection is given up
