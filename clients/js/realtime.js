@@ -841,8 +841,6 @@ class RealtimeClient {
     #opened = false;
     /** The current transport has opened at least once since the client chose it. */
     #worked = false;
-    /** Why the current transport was chosen (TRANSPORT_CHANGED's `reason`). */
-    #chosenFor = 'start';
     /** Consecutive failures of the current transport since the client chose it (for `fallbackAfter`). */
     #failures = 0;
     /** Consecutive failures of the last (or forced) transport since one opened (for `maxRetries`). */
@@ -1047,7 +1045,6 @@ class RealtimeClient {
         this.#transport = transport;
         this.#worked = false;
         this.#failures = 0;
-        this.#chosenFor = reason;
         if (reason !== 'fallback') {
             this.#passFailed.clear();
         }
