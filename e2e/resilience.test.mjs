@@ -133,6 +133,41 @@ test('the server restarts in the middle of a burst: the page resumes, every ackn
         assert.deepEqual(errors.filter((e) => !/ERR_CONNECTION_REFUSED/.test(e)), []);
     }));
 
+test('an outage longer than the client\'s threshold: the badge shows it, the page keeps trying and comes back on WebSocket',
+    (t) => scenario(t, 'outage-badge', {}, async ({server, page}) => {
+        await openDemo(page, server.url);
+        await waitForState(page, (s) => s.connection === 'connected' && s.transport === 'websocket', undefined,
+            {what: 'connected over WebSocket'});
+        assert.equal(await page.getAttribute('#connection-state', 'data-state'), 'connected');
+        assert.equal(await server.stop(), 0, 'the server stopped cleanly on SIGTERM');
+        const stopped = Date.now();
+        // Past the client's lostAfterMs (10 s): disconnected, still retrying, a "reconnecting" banner.
+        await waitForState(page, (s) => s.outages.length === 1 && s.connection === 'disconnected', undefined,
+            {timeout: 30000, what: 'the outage on the badge'});
+        assert.equal(await page.getAttribute('#connection-state', 'data-state'), 'disconnected');
+        assert.equal(await page.getAttribute('#connection-state', 'data-retrying'), 'true');
+        assert.equal(await page.isVisible('#outage-banner'), true);
+        assert.equal(await page.isVisible('#lost-banner'), false, 'not a final loss');
+        await screenshot(page, 'outage-badge-down');
+        await server.start();
+        const restarted = Date.now();
+        await waitForState(page, (s) => s.restored === 1 && s.connection === 'connected' && s.transport === 'websocket',
+            undefined, {timeout: 60000, what: 'connected again over WebSocket'});
+        const state = await demoState(page);
+        t.diagnostic(`down ${restarted - stopped} ms; connected over WebSocket ${Date.now() - restarted} ms after the restart; `
+            + `states ${state.stateLog.map((e) => `${e.state} ${e.at - restarted}`).join(' → ')}; `
+            + `transports ${state.transportLog.map((c) => `${c.transport} (${c.reason}) ${c.at - restarted}`).join(' → ')}`);
+        assert.equal(state.outages.length, 1, 'CONNECTION_LOST once for the outage');
+        assert.equal(state.connectionLost.length, 0, 'no final CONNECTION_LOST');
+        assert.equal(await page.isVisible('#outage-banner'), false);
+        assert.equal(await page.getAttribute('#connection-state', 'data-state'), 'connected');
+        // The page works after the outage.
+        const n = Object.keys(state.runs).length;
+        await page.click('#delivery-single');
+        await waitForState(page, (s, k) => Object.keys(s.runs).length > k && s.runs[s.current].status === 'complete',
+            n, {what: 'a single event after the outage'});
+    }));
+
 test('WebSocket unavailable: the page falls back and still receives everything',
     (t) => scenario(t, 'fallback', {env: {REALTIME_TRANSPORTS_ENABLED: 'sse,poll'}}, async ({server, page, errors, network}) => {
         // The server does not serve WebSocket (GET /demo/ws is 404). The page config is edited to offer

@@ -4,14 +4,26 @@
 
 /** Topic of a server event; listeners get a {@link RealtimeEvent}. */
 export const EVENT: 'tool-realtime-event';
-/** Topic fired at most once per client when it gives up; listeners get a {@link ConnectionLost}. */
+/**
+ * Topic fired once per outage when no transport has been open for `lostAfterMs` (`reason:
+ * 'unreachable'`, `retrying: true`: the client keeps trying), and once when the client gives up
+ * for good (`retrying: false`); listeners get a {@link ConnectionLost}.
+ */
 export const CONNECTION_LOST: 'tool-realtime-connection-lost';
+/** Topic fired when a transport opens again after a CONNECTION_LOST `unreachable`; listeners get a {@link ConnectionRestored}. */
+export const CONNECTION_RESTORED: 'tool-realtime-connection-restored';
+/** Topic fired when `connectionState` changes; listeners get a {@link StateChanged}. */
+export const STATE_CHANGED: 'tool-realtime-state-changed';
 /** Topic fired when events were missed (the page should reload its state); listeners get a {@link RecoveryFailed}. */
 export const RECOVERY_FAILED: 'tool-realtime-recovery-failed';
 /** Topic fired when the client starts using another transport; listeners get a {@link TransportChanged}. */
 export const TRANSPORT_CHANGED: 'tool-realtime-transport-changed';
 
-export type Topic = typeof EVENT | typeof CONNECTION_LOST | typeof RECOVERY_FAILED | typeof TRANSPORT_CHANGED;
+export type Topic = typeof EVENT | typeof CONNECTION_LOST | typeof CONNECTION_RESTORED | typeof STATE_CHANGED
+    | typeof RECOVERY_FAILED | typeof TRANSPORT_CHANGED;
+
+/** For a status badge: see {@link RealtimeClient.connectionState}. */
+export type ConnectionState = 'connecting' | 'connected' | 'disconnected';
 
 export type TransportName = 'websocket' | 'sse' | 'poll';
 
@@ -58,10 +70,16 @@ export interface RealtimeEvent<P = unknown> {
 
 export interface ConnectionLost {
     /**
-     * `credential_refused` (401/403, WebSocket close 4001), `rejected` (other 4xx, close 4002),
-     * `retries_exhausted` (the last transport, or the forced one, failed `maxRetries` times in a row).
+     * `unreachable` (no transport open for `lostAfterMs`; the client keeps trying),
+     * `credential_refused` (401/403, WebSocket close 4001), `rejected` (400/413/414/431, close 4002),
+     * `retries_exhausted` (the last transport, or the forced one, failed `maxRetries` times in a
+     * row; only when the app set `maxRetries`).
      */
-    reason: 'credential_refused' | 'rejected' | 'retries_exhausted' | string;
+    reason: 'unreachable' | 'credential_refused' | 'rejected' | 'retries_exhausted' | string;
+    /** true for `unreachable`: the client is still trying, CONNECTION_RESTORED follows when it is back. false: final. */
+    retrying: boolean;
+    /** Backoff attempts of the outage so far (`unreachable` only). */
+    attempts?: number;
     /** Server error code, e.g. `token_invalid`, or `network_error`. */
     code?: string;
     /** HTTP status of the (last) failed request; absent when there was none (network, WebSocket). */
@@ -71,13 +89,32 @@ export interface ConnectionLost {
     transport: TransportName;
 }
 
+export interface ConnectionRestored {
+    /** The transport that opened. */
+    transport: TransportName;
+    /** How long there was no open transport, in ms. */
+    downMs: number;
+    /** Backoff attempts the outage took. */
+    attempts: number;
+}
+
+export interface StateChanged {
+    state: ConnectionState;
+    previous: ConnectionState;
+    /** The transport in use or being opened. */
+    transport: TransportName;
+    /** Whether the client is trying to connect (false once stopped or given up). */
+    retrying: boolean;
+}
+
 export interface TransportChanged {
     transport: TransportName;
     /** null at start. */
     previous: TransportName | null;
     /**
      * `start`; `fallback` (the previous one failed to open, or dropped `fallbackAfter` + 1 times
-     * in a row); `climb` (back to the best after `climbAfterMs`); `forced` (by `force()`).
+     * in a row); `climb` (back to a better one: each retry of an outage starts from the best
+     * transport not blocked here; else after `climbAfterMs`); `forced` (by `force()`).
      */
     reason: 'start' | 'fallback' | 'climb' | 'forced';
 }
@@ -97,15 +134,27 @@ export interface ClientOptions {
     EventSource?: { new(url: string): EventSource } | null;
     /** Transports to use, preferred first; overrides the page config's `transports`. */
     transports?: TransportName[];
-    /** First backoff cap in ms (default 500); doubles per consecutive failure. */
+    /** Nominal delay before the first retry of an outage, in ms (default 500); doubles per attempt. */
     backoffBaseMs?: number;
-    /** Largest backoff cap in ms (default 20000). */
+    /** Largest nominal delay in ms (default 20000). */
     backoffMaxMs?: number;
+    /** Each delay is the nominal one times a factor uniform in [1 − j, 1 + j) (default 0.5: ±50 %). */
+    backoffJitter?: number;
     /**
-     * Consecutive retryable failures of the last transport (or of a forced one) after which
-     * CONNECTION_LOST `retries_exhausted` fires (default 10).
+     * Consecutive retryable failures of the last transport (or of a forced one) after which the
+     * client gives up with CONNECTION_LOST `retries_exhausted` (default Infinity: never).
      */
     maxRetries?: number;
+    /**
+     * No open transport for this long (ms, default 10000) fires CONNECTION_LOST `unreachable`
+     * (`retrying: true`) and sets `connectionState` to `disconnected`; Infinity: never.
+     */
+    lostAfterMs?: number;
+    /**
+     * A working WebSocket closed with 1012 (node draining) or 4008 (slow consumer) reopens after a
+     * delay uniform in [0, this) ms (default 1000), so a node's clients do not return in one burst.
+     */
+    reconnectSpreadMs?: number;
     /**
      * A transport that worked and then fails is reopened with backoff this many times (default 3)
      * before the client falls back to the next one. One that never opened is left at once.
@@ -114,7 +163,8 @@ export interface ClientOptions {
     /**
      * After this long (ms, default 300000) on a worse transport that works, the client tries the
      * best one again, resuming from its cursor (and comes down again at once if it still fails to
-     * open). 0 disables climbing.
+     * open). 0 disables this timed climbing. In an outage (nothing opens) every retry starts
+     * from the best transport not blocked here, so no timer is needed to climb back after one.
      */
     climbAfterMs?: number;
     /** A WebSocket or SSE handshake slower than this (ms, default 10000) counts as failing to open. */
@@ -149,7 +199,7 @@ export interface SendOptions {
 export class RealtimeError extends Error {
     constructor(message: string, details?: {
         code?: string; status?: number; reason?: string; retryable?: boolean; immediate?: boolean;
-        retryAfterMs?: number; closeCode?: number; cause?: unknown;
+        answered?: boolean; retryAfterMs?: number; closeCode?: number; cause?: unknown;
     });
     /**
      * Server error code, or `network_error`, `bad_response`, `aborted`, `not_initialised`,
@@ -161,8 +211,10 @@ export class RealtimeError extends Error {
     status: number;
     reason: string;
     retryable: boolean;
-    /** Reopen at once rather than after a backoff (WebSocket close 1012, 4008). */
+    /** Reopen soon (within `reconnectSpreadMs`) rather than after a backoff (WebSocket close 1012, 4008). */
     immediate: boolean;
+    /** The server itself answered (an HTTP status, a close code it sent): the transport reaches it. */
+    answered: boolean;
     retryAfterMs?: number;
     /** WebSocket close code, for failures of that transport. */
     closeCode?: number;
@@ -173,6 +225,12 @@ export type Unsubscribe = () => void;
 export interface RealtimeClient {
     /** `idle` (not started), `running`, `stopped` (by stop()), `lost` (gave up; final). */
     readonly state: 'idle' | 'running' | 'stopped' | 'lost';
+    /**
+     * For a status badge: `connected` (a transport is open); `connecting` (opening one or waiting
+     * to retry, for less than `lostAfterMs`); `disconnected` (an outage past `lostAfterMs`, still
+     * retrying; or not started, stopped, given up). STATE_CHANGED fires on each change.
+     */
+    readonly connectionState: ConnectionState;
     /** The cursor the next (re)open sends. */
     readonly cursor: string | null;
     /** The transport in use (or being opened; before start(), the one start() will use). */
@@ -183,6 +241,8 @@ export interface RealtimeClient {
     readonly forced: TransportName | null;
     subscribe<P = unknown>(topic: typeof EVENT, listener: (event: RealtimeEvent<P>) => void): Unsubscribe;
     subscribe(topic: typeof CONNECTION_LOST, listener: (error: ConnectionLost) => void): Unsubscribe;
+    subscribe(topic: typeof CONNECTION_RESTORED, listener: (info: ConnectionRestored) => void): Unsubscribe;
+    subscribe(topic: typeof STATE_CHANGED, listener: (change: StateChanged) => void): Unsubscribe;
     subscribe(topic: typeof RECOVERY_FAILED, listener: (info: RecoveryFailed) => void): Unsubscribe;
     subscribe(topic: typeof TRANSPORT_CHANGED, listener: (change: TransportChanged) => void): Unsubscribe;
     subscribe(topic: string, listener: (data: any) => void): Unsubscribe;
@@ -213,6 +273,8 @@ export function init(config: PageConfig, options?: ClientOptions): RealtimeClien
 
 export function subscribe<P = unknown>(topic: typeof EVENT, listener: (event: RealtimeEvent<P>) => void): Unsubscribe;
 export function subscribe(topic: typeof CONNECTION_LOST, listener: (error: ConnectionLost) => void): Unsubscribe;
+export function subscribe(topic: typeof CONNECTION_RESTORED, listener: (info: ConnectionRestored) => void): Unsubscribe;
+export function subscribe(topic: typeof STATE_CHANGED, listener: (change: StateChanged) => void): Unsubscribe;
 export function subscribe(topic: typeof RECOVERY_FAILED, listener: (info: RecoveryFailed) => void): Unsubscribe;
 export function subscribe(topic: typeof TRANSPORT_CHANGED, listener: (change: TransportChanged) => void): Unsubscribe;
 export function subscribe(topic: string, listener: (data: any) => void): Unsubscribe;
@@ -222,3 +284,19 @@ export function sendToServer<R = any>(component: string, payload: unknown, optio
 
 /** Stop the default client. */
 export function stop(): void;
+
+/**
+ * The delay before reconnect attempt `attempt` (≥ 1) of an outage:
+ * `min(backoffMaxMs, backoffBaseMs · 2^(attempt−1))` times a factor uniform in
+ * [1 − backoffJitter, 1 + backoffJitter); at least `retryAfterMs` (up to 5 min, spread upwards by the jitter).
+ */
+export function backoffDelay(attempt: number,
+    options: {backoffBaseMs: number; backoffMaxMs: number; backoffJitter: number},
+    random: () => number, retryAfterMs?: number): number;
+
+/** What a WebSocket close code (and the `error` frame before it) means: only 4001 and 4002 are final. */
+export function classifyClose(closeCode: number, errorFrame?: {code?: string} | null):
+    {code: string; reason: string; retryable: boolean; immediate: boolean; answered: boolean};
+
+/** What an HTTP status means: only 400, 401, 403, 413, 414 and 431 are final. */
+export function classifyStatus(status: number): {retryable: boolean; reason: string};

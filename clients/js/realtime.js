@@ -9,7 +9,9 @@
  *
  *     import * as Realtime from '/realtime.js';
  *     Realtime.subscribe(Realtime.EVENT, (event) => { ... });
- *     Realtime.subscribe(Realtime.CONNECTION_LOST, (err) => { ... });
+ *     Realtime.subscribe(Realtime.CONNECTION_LOST, (err) => { ... });   // err.retrying: still trying?
+ *     Realtime.subscribe(Realtime.CONNECTION_RESTORED, ({downMs}) => { ... });
+ *     Realtime.subscribe(Realtime.STATE_CHANGED, ({state}) => { ... });  // connecting/connected/disconnected
  *     Realtime.subscribe(Realtime.RECOVERY_FAILED, (info) => { ... });
  *     Realtime.subscribe(Realtime.TRANSPORT_CHANGED, ({transport}) => { ... });
  *     const client = Realtime.init(pageConfig);
@@ -30,21 +32,36 @@
  *
  * Policy, transports tried in the order of `options.transports`, else the page
  * config's `transports`, else websocket, sse, poll (skipping those the
- * environment lacks):
- * - a transport that fails before it ever opened is left for the next one at
- *   once (a proxy that blocks WebSocket should not cost the page a minute);
- * - one that worked and then fails is reopened with exponential backoff and
- *   full jitter; after `fallbackAfter` consecutive failures the client falls
- *   back to the next transport. `1012` (server draining) and `4008` (slow
- *   consumer) reopen at once;
- * - on the last transport (or a forced one), `maxRetries` consecutive failures
- *   end in CONNECTION_LOST `retries_exhausted`;
- * - a refused credential (401/403, WebSocket close 4001) ends in
- *   CONNECTION_LOST `credential_refused` at once, any other refusal (4xx, close
- *   4002) in `rejected`: a client bug that no other transport would fix;
- * - after `climbAfterMs` on a worse transport that works, the client tries the
- *   best one again (closing the current one; if the better one fails to open,
- *   it moves down again at once).
+ * environment lacks). The client never gives up on a transient failure unless
+ * the app sets `maxRetries`:
+ * - a transport that fails before it ever opened, with no answer from the
+ *   server (network error, close 1006, handshake timeout), is left for the next
+ *   at once (a proxy that blocks WebSocket should not cost the page a minute);
+ * - one that worked and then fails, or one the server answered with a transient
+ *   refusal (HTTP 408/429/5xx or another status that is not final, WebSocket
+ *   close 1012/1013/4008/4009/…), is reopened after a capped, jittered
+ *   exponential backoff (`backoffBaseMs` doubling to `backoffMaxMs`, each delay
+ *   ±`backoffJitter`), never sooner than the server's `Retry-After`; after
+ *   `fallbackAfter` consecutive failures the client falls back to the next
+ *   transport. A working connection closed with 1012 (node draining) or 4008
+ *   (slow consumer) reopens after a random delay below `reconnectSpreadMs`, so
+ *   a node's clients do not come back in one burst;
+ * - only a refused credential (401/403, close 4001) or a malformed request
+ *   (400/413/414/431, close 4002) is final: CONNECTION_LOST with `retrying: false`;
+ *   so is `maxRetries` consecutive failures of the last (or forced) transport,
+ *   when the app sets that limit (default: none);
+ * - an outage (no open transport since `lostAfterMs`) fires CONNECTION_LOST
+ *   `unreachable` with `retrying: true`, once per outage, and
+ *   CONNECTION_RESTORED when a transport opens again; STATE_CHANGED follows
+ *   `connectionState` (`connecting` / `connected` / `disconnected`);
+ * - climbing back: a transport that fails to open with no answer while a worse
+ *   one then opens at its first try is taken as blocked here (the server was
+ *   there). In an outage, every retry starts again from the best transport not
+ *   blocked here (falling down at once through those that do not open), so the
+ *   client is back on the best one as soon as the server returns. A worse
+ *   transport that works tries the best one again after `climbAfterMs`
+ *   (closing the current one; if the better one fails to open, the client moves
+ *   down again at once).
  * Every (re)open sends the cursor of the last delivered event, so switching
  * loses nothing; events are published once each, in ascending id order
  * (high-water mark of delivered ids, reset on `recovered: false`).
@@ -54,17 +71,24 @@
 
 /** Topic of a server event; the listener gets the event object as sent by the server. */
 export const EVENT = 'tool-realtime-event';
-/** Topic fired at most once per client when it gives up: `{reason, code?, status?, message, transport}`. */
+/** Topic fired once per outage past `lostAfterMs` (`reason: 'unreachable'`, `retrying: true`) and once on giving up (`retrying: false`): `{reason, retrying, code?, status?, message, transport}`. */
 export const CONNECTION_LOST = 'tool-realtime-connection-lost';
 /** Topic fired when the server could not replay missed events: reload state from the application. */
 export const RECOVERY_FAILED = 'tool-realtime-recovery-failed';
 /** Topic fired when the client starts using another transport: `{transport, previous, reason}`. */
 export const TRANSPORT_CHANGED = 'tool-realtime-transport-changed';
+/** Topic fired when a transport opens again after CONNECTION_LOST `unreachable`: `{transport, downMs, attempts}`. */
+export const CONNECTION_RESTORED = 'tool-realtime-connection-restored';
+/** Topic fired when `connectionState` changes: `{state, previous, transport, retrying}`. */
+export const STATE_CHANGED = 'tool-realtime-state-changed';
 
 const DEFAULTS = Object.freeze({
     backoffBaseMs: 500,
     backoffMaxMs: 20000,
-    maxRetries: 10,
+    backoffJitter: 0.5,
+    maxRetries: Infinity,
+    lostAfterMs: 10000,
+    reconnectSpreadMs: 1000,
     fallbackAfter: 3,
     climbAfterMs: 300000,
     openTimeoutMs: 10000,
@@ -75,6 +99,64 @@ const DEFAULTS = Object.freeze({
 });
 
 const DEFAULT_TRANSPORTS = Object.freeze(['websocket', 'sse', 'poll']);
+
+/** A `Retry-After` longer than this (5 min) is taken as this. */
+const RETRY_AFTER_MAX_MS = 300000;
+
+/** HTTP statuses that are final: a refused credential, or a request that will be refused again as it is. */
+const FINAL_STATUSES = Object.freeze({
+    400: 'rejected', 401: 'credential_refused', 403: 'credential_refused',
+    413: 'rejected', 414: 'rejected', 431: 'rejected',
+});
+
+/**
+ * What an HTTP status means for the retry policy: `final` (with the reason for
+ * CONNECTION_LOST: `credential_refused` or `rejected`) or transient (`server_error`).
+ * Only 400, 401, 403, 413, 414 and 431 are final; any other status (408, 429,
+ * 5xx, but also a 404 from a proxy in the middle of a deploy) is transient.
+ * @param {number} status
+ * @returns {{retryable: boolean, reason: string}}
+ */
+export function classifyStatus(status) {
+    const reason = FINAL_STATUSES[status];
+    return reason === undefined ? {retryable: true, reason: 'server_error'} : {retryable: false, reason};
+}
+
+/**
+ * The delay before reconnect attempt `attempt` (1 for the first retry of an
+ * outage): `min(backoffMaxMs, backoffBaseMs · 2^(attempt−1))`, times a factor
+ * uniform in [1 − backoffJitter, 1 + backoffJitter); never less than the
+ * server's `Retry-After` (taken up to 5 min), itself spread by up to
+ * `backoffJitter` upwards so that clients told the same do not return together.
+ * @param {number} attempt ≥ 1
+ * @param {{backoffBaseMs: number, backoffMaxMs: number, backoffJitter: number}} options
+ * @param {() => number} random uniform in [0, 1)
+ * @param {number} [retryAfterMs]
+ * @returns {number} ms
+ */
+export function backoffDelay(attempt, options, random, retryAfterMs) {
+    const {backoffBaseMs, backoffMaxMs} = options;
+    const jitter = Math.min(1, Math.max(0, Number(options.backoffJitter) || 0));
+    const nominal = Math.min(backoffMaxMs, backoffBaseMs * 2 ** Math.min(Math.max(attempt, 1) - 1, 40));
+    let delay = nominal * (1 - jitter + 2 * jitter * random());
+    if (Number.isFinite(retryAfterMs) && retryAfterMs > 0) {
+        delay = Math.max(delay, Math.min(retryAfterMs, RETRY_AFTER_MAX_MS) * (1 + jitter * random()));
+    }
+    return Math.max(0, Math.floor(delay));
+}
+
+/** `Retry-After` (seconds or an HTTP date) in ms, or undefined. @param {string|null|undefined} value */
+function retryAfterMs(value) {
+    if (value == null || value.trim() === '') {
+        return undefined;
+    }
+    const seconds = Number(value);
+    if (Number.isFinite(seconds)) {
+        return seconds >= 0 ? seconds * 1000 : undefined;
+    }
+    const date = Date.parse(value);
+    return Number.isFinite(date) ? Math.max(0, date - Date.now()) : undefined;
+}
 
 /**
  * Error raised by `sendToServer` and reported by transports.
@@ -87,7 +169,7 @@ export class RealtimeError extends Error {
     /**
      * @param {string} message
      * @param {{code?: string, status?: number, reason?: string, retryable?: boolean, immediate?: boolean,
-     *          retryAfterMs?: number, closeCode?: number, cause?: unknown}} [details]
+     *          answered?: boolean, retryAfterMs?: number, closeCode?: number, cause?: unknown}} [details]
      */
     constructor(message, details = {}) {
         super(message, details.cause === undefined ? undefined : {cause: details.cause});
@@ -100,6 +182,8 @@ export class RealtimeError extends Error {
         this.retryable = details.retryable ?? false;
         /** Whether to reopen at once rather than after a backoff (server draining, slow consumer). */
         this.immediate = details.immediate ?? false;
+        /** Whether the server itself answered (an HTTP status, a close code it sent): the transport reaches it. */
+        this.answered = details.answered ?? false;
         /** Server's Retry-After in ms, if it sent one. */
         this.retryAfterMs = details.retryAfterMs;
         /** The WebSocket close code, for failures of that transport. */
@@ -129,18 +213,14 @@ function httpError(status, text, headers) {
         data = undefined;
     }
     const info = isObject(data) && isObject(data.error) ? data.error : {};
-    const retryable = status >= 500 || status === 429 || status === 408;
-    const retryAfter = headers?.get?.('retry-after');
-    const seconds = retryAfter == null ? NaN : Number(retryAfter);
     return new RealtimeError(
         typeof info.message === 'string' ? info.message : (text.slice(0, 200) || `HTTP ${status}`),
         {
             code: typeof info.code === 'string' ? info.code : `http_${status}`,
             status,
-            retryable,
-            reason: status === 401 || status === 403 ? 'credential_refused'
-                : retryable ? 'server_error' : 'rejected',
-            retryAfterMs: Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined,
+            ...classifyStatus(status),
+            answered: true,
+            retryAfterMs: retryAfterMs(headers?.get?.('retry-after')),
         },
     );
 }
@@ -307,6 +387,44 @@ const CLOSE_CODES = Object.freeze({
     4009: {code: 'no_heartbeat', reason: 'network_error', retryable: true},
     1009: {code: 'frame_too_large', reason: 'network_error', retryable: true},
 });
+
+/** Close codes no server sends: the browser reports them when the connection failed or dropped. */
+const NETWORK_CLOSE_CODES = Object.freeze(new Set([1005, 1006, 1015]));
+
+/**
+ * Error codes a server may send in an `error` frame before a close it meant as
+ * transient; an older server closed 4002 after `engine_unavailable`, so such a
+ * close is treated as transient whatever its code.
+ */
+const TRANSIENT_ERROR_CODES = Object.freeze(new Set([
+    'engine_unavailable', 'shutting_down', 'too_many_connections', 'rate_limited', 'internal',
+]));
+
+/**
+ * What a WebSocket close means for the retry policy. Only 4001 (credential
+ * refused) and 4002 (bad subscribe) are final, and 4002 not when the server's
+ * `error` frame named a transient cause (e.g. `engine_unavailable`). 1012 and
+ * 4008 are `immediate` (reopen after a small random delay); every other code
+ * is transient. `answered` is false for 1005/1006/1015 (no close frame: the
+ * network, not the server).
+ * @param {number} closeCode
+ * @param {{code?: string}|null} [errorFrame] the `error` of the frame that came before the close
+ * @returns {{code: string, reason: string, retryable: boolean, immediate: boolean, answered: boolean}}
+ */
+export function classifyClose(closeCode, errorFrame) {
+    const answered = !NETWORK_CLOSE_CODES.has(closeCode);
+    const known = CLOSE_CODES[closeCode];
+    const transientCause = typeof errorFrame?.code === 'string' && TRANSIENT_ERROR_CODES.has(errorFrame.code);
+    if (closeCode === 4002 && transientCause) {
+        return {code: errorFrame.code, reason: 'server_error', retryable: true, immediate: false, answered};
+    }
+    if (known) {
+        return {immediate: false, ...known, answered};
+    }
+    return answered
+        ? {code: `close_${closeCode}`, reason: 'server_error', retryable: true, immediate: false, answered}
+        : {code: 'network_error', reason: 'network_error', retryable: true, immediate: false, answered};
+}
 
 /**
  * WebSocket transport, `GET {url}/ws` with JSON frames: sends `subscribe`
@@ -504,9 +622,8 @@ class WebSocketTransport {
 
     /** @param {{code: number, reason?: string}} event */
     closeError(event) {
-        const meaning = CLOSE_CODES[event.code]
-            ?? {code: 'network_error', reason: 'network_error', retryable: true};
-        const said = !meaning.retryable && this.lastError ? this.lastError : null;
+        const meaning = classifyClose(event.code, this.lastError);
+        const said = this.lastError;
         return new RealtimeError(
             String(said?.message ?? (event.reason || `the WebSocket closed with code ${event.code}`)),
             {...meaning, code: String(said?.code ?? meaning.code), closeCode: event.code},
@@ -724,13 +841,35 @@ class RealtimeClient {
     #opened = false;
     /** The current transport has opened at least once since the client chose it. */
     #worked = false;
+    /** Consecutive failures of the current transport since the client chose it (for `fallbackAfter`). */
     #failures = 0;
+    /** Consecutive failures of the last (or forced) transport since one opened (for `maxRetries`). */
+    #lastFailures = 0;
+    /** Backoff attempts of the current outage, across transports (reset when one opens). */
+    #attempts = 0;
+    /**
+     * Transports taken as blocked here, until they open again: they failed to open with no answer
+     * while a worse one then opened at its first try (so the server was there).
+     * @type {Set<string>}
+     */
+    #blocked = new Set();
+    /** Transports that failed to open with no answer since the client last went down from the best candidate. @type {Set<string>} */
+    #passFailed = new Set();
     #cursor;
     #lastId = null;
     #state = 'idle';
+    /** `connecting`, `connected` or `disconnected`. */
+    #connection = 'disconnected';
+    /** When the current outage began (ms), or null while connected. */
+    #outageSince = null;
+    /** CONNECTION_LOST `unreachable` fired for the current outage. */
+    #outageReported = false;
+    /** The last failure of the current outage. @type {RealtimeError|null} */
+    #lastError = null;
     #retryTimer = null;
     #openTimer = null;
     #climbTimer = null;
+    #lostTimer = null;
     #lost = false;
 
     /**
@@ -772,6 +911,16 @@ class RealtimeClient {
         return this.#state;
     }
 
+    /**
+     * For a status badge: `connected` (a transport is open), `connecting` (opening
+     * one, or waiting to retry, for less than `lostAfterMs`), `disconnected` (an
+     * outage past `lostAfterMs`, still retrying; or not started, stopped, or given up).
+     * STATE_CHANGED fires on each change.
+     */
+    get connectionState() {
+        return this.#connection;
+    }
+
     /** The cursor the next (re)open sends. */
     get cursor() {
         return this.#cursor;
@@ -793,7 +942,8 @@ class RealtimeClient {
     }
 
     /**
-     * Listen to a topic (EVENT, CONNECTION_LOST, RECOVERY_FAILED, TRANSPORT_CHANGED).
+     * Listen to a topic (EVENT, CONNECTION_LOST, CONNECTION_RESTORED, STATE_CHANGED, RECOVERY_FAILED,
+     * TRANSPORT_CHANGED).
      * @param {string} topic @param {(data: any) => void} listener
      * @returns {() => void} unsubscribe
      */
@@ -805,6 +955,7 @@ class RealtimeClient {
     start() {
         if (this.#state === 'idle' || this.#state === 'stopped') {
             this.#state = 'running';
+            this.#beginOutage();
             if (this.#transport === null) {
                 this.#use(this.#index, 'start');
             } else {
@@ -820,7 +971,10 @@ class RealtimeClient {
             this.#state = 'stopped';
         }
         this.#clearTimers();
+        clearTimeout(this.#lostTimer);
+        this.#lostTimer = null;
         this.#transport?.close();
+        this.#setConnection('disconnected');
     }
 
     /**
@@ -891,6 +1045,15 @@ class RealtimeClient {
         this.#transport = transport;
         this.#worked = false;
         this.#failures = 0;
+        if (reason !== 'fallback') {
+            this.#passFailed.clear();
+        }
+        if (reason === 'forced' || reason === 'start') {
+            this.#lastFailures = 0;
+        }
+        if (this.#state === 'running') {
+            this.#beginOutage(); // a switch closes what was open: connecting until the new one opens
+        }
         this.#hub.publish(TRANSPORT_CHANGED, {transport: this.transport, previous, reason});
         if (this.#state === 'running' && this.#transport === transport) {
             this.#open();
@@ -918,20 +1081,100 @@ class RealtimeClient {
         if (this.#opened || this.#state !== 'running') {
             return;
         }
+        if (this.#failures === 0) {
+            // Opened at its first try while the better ones just failed to open with no answer:
+            // the server is there, so those are blocked here (until a timed climb finds them open).
+            for (const name of this.#passFailed) {
+                this.#blocked.add(name);
+            }
+        }
+        this.#passFailed.clear();
         this.#opened = true;
         this.#worked = true;
         this.#failures = 0;
+        this.#lastFailures = 0;
         clearTimeout(this.#openTimer);
         this.#openTimer = null;
+        this.#blocked.delete(this.transport);
+        this.#endOutage();
         const {climbAfterMs} = this.#options;
         if (this.#index > 0 && this.#forced === null && climbAfterMs > 0 && Number.isFinite(climbAfterMs)) {
             clearTimeout(this.#climbTimer);
-            this.#climbTimer = setTimeout(() => {
-                this.#climbTimer = null;
-                if (this.#state === 'running' && this.#forced === null) {
-                    this.#use(0, 'climb');
+            this.#climbTimer = setTimeout(() => this.#climb(0), climbAfterMs);
+        }
+    }
+
+    /** The best transport not blocked here and better than the current one, or -1 (also when forced). */
+    #betterCandidate() {
+        return this.#forced !== null ? -1
+            : this.#names.findIndex((name, i) => i < this.#index && !this.#blocked.has(name));
+    }
+
+    /** Try transport `index` (better than the current one) from the cursor. @param {number} index */
+    #climb(index) {
+        this.#climbTimer = null;
+        this.#retryTimer = null;
+        if (this.#state === 'running' && this.#forced === null) {
+            this.#use(index, 'climb');
+        }
+    }
+
+    /** Set `connectionState`, publishing STATE_CHANGED when it changes. @param {string} state */
+    #setConnection(state) {
+        const previous = this.#connection;
+        if (previous !== state) {
+            this.#connection = state;
+            this.#hub.publish(STATE_CHANGED, {state, previous, transport: this.transport, retrying: this.#state === 'running'});
+        }
+    }
+
+    /** Not connected (any more): `connecting`, and CONNECTION_LOST if that lasts `lostAfterMs`. */
+    #beginOutage() {
+        if (this.#outageSince === null || this.#connection === 'connected') {
+            this.#outageSince = Date.now();
+            this.#attempts = 0;
+        }
+        if (this.#outageReported) {
+            this.#setConnection('disconnected');
+        } else {
+            this.#setConnection('connecting');
+        }
+        const {lostAfterMs} = this.#options;
+        if (this.#lostTimer === null && !this.#outageReported && Number.isFinite(lostAfterMs) && lostAfterMs >= 0) {
+            this.#lostTimer = setTimeout(() => {
+                this.#lostTimer = null;
+                if (this.#state !== 'running' || this.#connection === 'connected') {
+                    return;
                 }
-            }, climbAfterMs);
+                this.#outageReported = true;
+                this.#setConnection('disconnected');
+                const error = this.#lastError;
+                this.#hub.publish(CONNECTION_LOST, withoutUndefined({
+                    reason: 'unreachable', retrying: true, code: error?.code ?? 'network_error',
+                    status: error?.status || undefined,
+                    message: `no connection for ${Date.now() - this.#outageSince} ms; still trying`
+                        + (error ? `; last: ${error.message}` : ''),
+                    transport: this.transport, attempts: this.#attempts,
+                }));
+            }, lostAfterMs);
+        }
+    }
+
+    /** A transport opened: `connected`, and CONNECTION_RESTORED if the outage was reported. */
+    #endOutage() {
+        clearTimeout(this.#lostTimer);
+        this.#lostTimer = null;
+        const since = this.#outageSince;
+        const attempts = this.#attempts;
+        this.#outageSince = null;
+        this.#attempts = 0;
+        this.#lastError = null;
+        this.#setConnection('connected');
+        if (this.#outageReported) {
+            this.#outageReported = false;
+            this.#hub.publish(CONNECTION_RESTORED, {
+                transport: this.transport, downMs: since === null ? 0 : Date.now() - since, attempts,
+            });
         }
     }
 
@@ -978,32 +1221,47 @@ class RealtimeClient {
             this.#lose({reason: error.reason, status: error.status || undefined, code: error.code, message: error.message});
             return;
         }
+        const wasOpen = this.#opened;
+        this.#opened = false;
+        this.#lastError = error;
+        this.#beginOutage();
+        if (!wasOpen && !error.answered) {
+            this.#passFailed.add(this.transport); // this attempt did not open, and nothing answered
+        }
         const last = this.#forced !== null || this.#index === this.#names.length - 1;
-        if (!last && !this.#worked) {
-            this.#use(this.#index + 1, 'fallback'); // never opened: most likely blocked, try the next at once
+        if (!last && !this.#worked && !error.answered) {
+            this.#use(this.#index + 1, 'fallback'); // never opened, no answer: most likely blocked, the next at once
             return;
         }
-        if (error.immediate) {
-            this.#retryTimer = setTimeout(() => this.#retry(), 0);
+        const {fallbackAfter, maxRetries, random, reconnectSpreadMs} = this.#options;
+        if (error.immediate && wasOpen) {
+            // A working connection the server closed on purpose (draining, slow consumer): not a
+            // failure of the transport. Reopen soon, but spread, so that a node's clients do not all
+            // come back in the same instant.
+            this.#retryTimer = setTimeout(() => this.#retry(), Math.floor(random() * Math.max(0, reconnectSpreadMs)));
             return;
         }
         this.#failures += 1;
-        const {backoffBaseMs, backoffMaxMs, fallbackAfter, maxRetries, random} = this.#options;
         if (!last && this.#failures > fallbackAfter) {
             this.#use(this.#index + 1, 'fallback');
             return;
         }
-        if (last && this.#failures >= maxRetries) {
-            this.#lose({
-                reason: 'retries_exhausted', status: error.status || undefined, code: error.code,
-                message: `gave up after ${this.#failures} consecutive failures; last: ${error.message}`,
-            });
-            return;
+        if (last) {
+            this.#lastFailures += 1;
+            if (this.#lastFailures >= maxRetries) {
+                this.#lose({
+                    reason: 'retries_exhausted', status: error.status || undefined, code: error.code,
+                    message: `gave up after ${this.#lastFailures} consecutive failures; last: ${error.message}`,
+                });
+                return;
+            }
         }
-        // Full jitter: uniform in [0, min(max, base * 2^(n-1))), at least the server's Retry-After.
-        const cap = Math.min(backoffMaxMs, backoffBaseMs * 2 ** (this.#failures - 1));
-        const delay = Math.max(Math.floor(random() * cap), Math.min(error.retryAfterMs ?? 0, backoffMaxMs));
-        this.#retryTimer = setTimeout(() => this.#retry(), delay);
+        this.#attempts += 1;
+        const delay = backoffDelay(this.#attempts, this.#options, random, error.retryAfterMs);
+        // In an outage every retry starts again from the best transport not blocked here, so the
+        // client is back on it as soon as the server returns (not after climbAfterMs on a worse one).
+        const better = this.#betterCandidate();
+        this.#retryTimer = setTimeout(() => (better >= 0 ? this.#climb(better) : this.#retry()), delay);
     }
 
     #retry() {
@@ -1020,13 +1278,13 @@ class RealtimeClient {
         this.#retryTimer = this.#openTimer = this.#climbTimer = null;
     }
 
-    /** Give up for good; CONNECTION_LOST fires at most once per client. */
+    /** Give up for good; this final CONNECTION_LOST (`retrying: false`) fires at most once per client. */
     #lose(info) {
         this.stop();
         this.#state = 'lost';
         if (!this.#lost) {
             this.#lost = true;
-            this.#hub.publish(CONNECTION_LOST, withoutUndefined({...info, transport: this.transport}));
+            this.#hub.publish(CONNECTION_LOST, withoutUndefined({...info, retrying: false, transport: this.transport}));
         }
     }
 }
@@ -1110,11 +1368,16 @@ export function stop() {
  * @property {typeof WebSocket | null} [WebSocket] default the global one; null: none
  * @property {typeof EventSource | null} [EventSource] default the global one; null: none
  * @property {string[]} [transports] overrides the page config's list
- * @property {number} [backoffBaseMs]
- * @property {number} [backoffMaxMs]
- * @property {number} [maxRetries] consecutive failures of the last transport before CONNECTION_LOST
+ * @property {number} [backoffBaseMs] nominal delay before the first retry of an outage (500 ms), doubling
+ * @property {number} [backoffMaxMs] largest nominal delay (20000 ms)
+ * @property {number} [backoffJitter] each delay is the nominal one × [1 − j, 1 + j) (0.5)
+ * @property {number} [maxRetries] consecutive failures of the last transport before a final
+ *   CONNECTION_LOST `retries_exhausted` (default Infinity: never give up)
+ * @property {number} [lostAfterMs] no open transport for this long fires CONNECTION_LOST `unreachable` (10000)
+ * @property {number} [reconnectSpreadMs] 1012/4008 reopen after a delay uniform in [0, this) (1000)
  * @property {number} [fallbackAfter] consecutive failures of a transport that worked before the next is tried
- * @property {number} [climbAfterMs] time on a worse transport before the best is tried again (0: never)
+ * @property {number} [climbAfterMs] time on a worse transport that works before the best is tried
+ *   again (0: never); in an outage each retry starts from the best transport not blocked here
  * @property {number} [openTimeoutMs] a WebSocket or SSE handshake slower than this failed
  * @property {number} [pingIntervalMs] WebSocket ping interval
  * @property {number} [deadAfterMs] WebSocket silence after which the connection is given up

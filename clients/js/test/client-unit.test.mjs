@@ -85,7 +85,7 @@ for (const [status, code] of [[401, 'token_expired'], [403, 'token_invalid']]) {
             {backoffBaseMs: 1});
         client.start();
         await waitFor(() => lost.length === 1);
-        assert.deepEqual(lost[0], {reason: 'credential_refused', status, code, message: 'no way', transport: 'poll'});
+        assert.deepEqual(lost[0], {reason: 'credential_refused', status, code, message: 'no way', retrying: false, transport: 'poll'});
         await sleep(50);
         assert.equal(fake.calls.length, 2);
         assert.equal(client.state, 'lost');
@@ -100,7 +100,7 @@ test('400 on poll is terminal: reason rejected', async (t) => {
     const {fake, client, lost} = setup(t, [failure(400, 'bad_request', 'cursor is malformed')]);
     client.start();
     await waitFor(() => lost.length === 1);
-    assert.deepEqual(lost[0], {reason: 'rejected', status: 400, code: 'bad_request', message: 'cursor is malformed', transport: 'poll'});
+    assert.deepEqual(lost[0], {reason: 'rejected', status: 400, code: 'bad_request', message: 'cursor is malformed', retrying: false, transport: 'poll'});
     await sleep(30);
     assert.equal(fake.calls.length, 1);
 });
@@ -137,7 +137,7 @@ test('after maxRetries consecutive failures: CONNECTION_LOST retries_exhausted o
     assert.equal(lost.length, 1);
 });
 
-test('backoff is exponential with full jitter, capped at backoffMaxMs', async (t) => {
+test('backoff is exponential with ±50 % jitter, capped at backoffMaxMs', async (t) => {
     const randoms = [];
     const {fake, client, lost} = setup(t, Array.from({length: 5}, networkDown), {
         backoffBaseMs: 20, backoffMaxMs: 50, maxRetries: 5,
@@ -146,15 +146,15 @@ test('backoff is exponential with full jitter, capped at backoffMaxMs', async (t
     client.start();
     await waitFor(() => lost.length === 1);
     const gaps = fake.calls.slice(1).map((c, i) => c.time - fake.calls[i].time);
-    // caps 20, 40, 50, 50 (random ~1 → delay ~cap); timers may fire a little late, never early.
-    const caps = [20, 40, 50, 50];
-    gaps.forEach((gap, i) => assert.ok(gap >= caps[i] - 2 && gap < caps[i] + 300, `gap ${i} = ${gap}, cap ${caps[i]}`));
+    // nominal 20, 40, 50, 50; random ~1 → ×1.5; timers may fire a little late, never early.
+    const delays = [30, 60, 75, 75];
+    gaps.forEach((gap, i) => assert.ok(gap >= delays[i] - 2 && gap < delays[i] + 300, `gap ${i} = ${gap}, want ${delays[i]}`));
     assert.equal(randoms.length, 4);
 });
 
-test('full jitter with random() = 0 retries at once', async (t) => {
+test('backoffJitter 1 with random() = 0 retries at once', async (t) => {
     const {fake, client, ids} = setup(t, [networkDown(), networkDown(), answer([ev(9)], 'c9')],
-        {backoffBaseMs: 10000, backoffMaxMs: 10000, random: () => 0});
+        {backoffBaseMs: 10000, backoffMaxMs: 10000, backoffJitter: 1, random: () => 0});
     client.start();
     await waitFor(() => ids().length === 1, {timeout: 1000});
     assert.equal(fake.callsTo('/poll').length >= 3, true);

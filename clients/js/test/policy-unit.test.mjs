@@ -156,7 +156,7 @@ test('close 4001 and 4002: CONNECTION_LOST at once with the reason of the error 
         ws.accept();
         ws.receive({type: 'error', error});
         ws.serverClose(code, 'refused');
-        assert.deepEqual(lost, [{reason, code: error.code, message: error.message, transport: 'websocket'}]);
+        assert.deepEqual(lost, [{reason, code: error.code, message: error.message, retrying: false, transport: 'websocket'}]);
         await sleep(30);
         assert.equal(client.state, 'lost');
         assert.equal(WS.instances.length + ES.instances.length + fake.calls.length, 1);
@@ -189,7 +189,7 @@ test('close 1012 (draining) and 4008 (slow consumer) reconnect at once; 4009 aft
 });
 
 test('WebSocket heartbeat: pings every pingIntervalMs; silence for deadAfterMs ends the connection', async (t) => {
-    const {WS, client} = setup(t, {pingIntervalMs: 15, deadAfterMs: 80, random: () => 0});
+    const {WS, client} = setup(t, {pingIntervalMs: 15, deadAfterMs: 80, backoffBaseMs: 1, random: () => 0});
     client.start();
     const ws0 = await socket(WS, 0);
     ws0.acceptRecovered();
@@ -239,18 +239,26 @@ test('SSE that fails before opening: the status of a GET decides', async (t) => 
         [failure(403, 'token_invalid', 'forged'), {reason: 'credential_refused', status: 403, code: 'token_invalid'}],
         [failure(400, 'invalid_cursor', 'bad cursor'), {reason: 'rejected', status: 400, code: 'invalid_cursor'}],
         [{status: 200, text: 'retry: 1000\n\n', headers: {'Content-Type': 'text/event-stream'}}, 'poll'],
-        [failure(503, 'shutting_down'), 'poll'],
+        [failure(503, 'shutting_down'), 'sse'],
+        [failure(429, 'too_many_connections', 'busy', {'Retry-After': '0'}), 'sse'],
+        [failure(404, 'not_found'), 'sse'],
     ];
     for (const [step, expected] of cases) {
-        const {ES, client, lost, fake} = setup(t, {transports: ['sse', 'poll']}, [step]);
+        const {ES, client, lost, fake} = setup(t, {transports: ['sse', 'poll'], backoffBaseMs: 1}, [step]);
         client.start();
         (await source(ES, 0)).error();
         if (expected === 'poll') {
             await waitFor(() => fake.callsTo('/poll').length === 1);
             assert.deepEqual(lost, []);
+        } else if (expected === 'sse') {
+            // The server answered (a transient refusal): SSE works here; retried on SSE after a backoff.
+            await source(ES, 1);
+            assert.equal(client.transport, 'sse');
+            assert.deepEqual(lost, []);
+            assert.equal(fake.callsTo('/poll').length, 0);
         } else {
             await waitFor(() => lost.length === 1);
-            assert.deepEqual({...lost[0], message: undefined}, {...expected, message: undefined, transport: 'sse'});
+            assert.deepEqual({...lost[0], message: undefined}, {...expected, message: undefined, retrying: false, transport: 'sse'});
             await sleep(20);
             assert.equal(fake.calls.length, 1, 'no poll after a refusal');
         }

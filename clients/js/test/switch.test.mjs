@@ -93,6 +93,8 @@ test('1,000 events while the WebSocket, then SSE, break: falls back to poll, all
         }
     });
     await expectAll(t, rec, ids, by);
+    // SSE, then poll, opened at their first try while the better one failed: the server was there,
+    // the better one is blocked; no climbing back at once.
     assert.deepEqual(rec.changes.map((c) => c.reason), ['start', 'fallback', 'fallback']);
     t.diagnostic(`WebSocket: ${ws.ctl.opened} opened, ${ws.ctl.refused} refused; EventSource: ${sse.ctl.opened}; `
         + `polls ${stats.poll}, SSE status probes ${stats.probe}`);

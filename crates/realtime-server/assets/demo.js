@@ -13,7 +13,11 @@
 //   server→browser) / 2; latencies are adjusted (and say so) when |offset| > 5 ms;
 // - "Event push": sendToServer('tool_realtime', {senttime, seq}) one after the other; the built-in
 //   handler answers {receivedtime, echo}; each answer is checked;
-// - CONNECTION_LOST is shown once, prominently, with its reason; RECOVERY_FAILED as a notice.
+// - the connection badge follows client.connectionState (STATE_CHANGED): connected, connecting…,
+//   disconnected (reconnecting); an outage past the client's lostAfterMs (CONNECTION_LOST with
+//   retrying: true) shows a "reconnecting" banner until CONNECTION_RESTORED;
+// - a final CONNECTION_LOST (retrying: false) is shown once, prominently, with its reason;
+//   RECOVERY_FAILED as a notice.
 //
 // A run's status (data-status on #delivery-status / #push-status → text):
 //   idle → "—", sending → "Sending…", receiving → "Receiving…", complete → "Complete",
@@ -25,7 +29,12 @@
 //                          push(count, delayMs, noFallback)}
 //   state.transport, state.forced           the transport in use; the forced one or null
 //   state.transportLog[]                    {transport, previous, reason, at} per TRANSPORT_CHANGED
-//   state.connectionLost[]                  each CONNECTION_LOST received ({reason, code, status, …})
+//   state.connectionLost[]                  each final CONNECTION_LOST (retrying: false) ({reason, code, status, …})
+//   state.connection                        client.connectionState: connecting | connected | disconnected
+//   state.stateLog[]                        {state, previous, transport, retrying, at} per STATE_CHANGED
+//   state.outages[]                         each CONNECTION_LOST with retrying: true ({reason, attempts, …, at,
+//                                            restoredAfterMs once CONNECTION_RESTORED came})
+//   state.restored                          how many CONNECTION_RESTORED
 //   state.recoveryFailed                    how many RECOVERY_FAILED
 //   state.eventsTotal, state.otherEvents    events received; those that were not part of a run
 //   state.runs[runid]                       {runid, source: 'page'|'external', count, delayMs, status,
@@ -47,6 +56,7 @@
 //   #push-count, #push-delay, #push-nofallback, #push-send (submit of #push-form),
 //   #push-status[data-status], #push-answered[data-ok][data-count], #push-roundtrip, #push-errors,
 //   #push-via, #push-reset, #lost-banner[data-reason], #lost-reason, #lost-message,
+//   #connection-state[data-state][data-retrying], #connection-since, #outage-banner, #outage-message,
 //   #recovery-notice, #recovery-count, #page-error, #transport-log.
 
 import * as Realtime from '/demo/realtime.js';
@@ -67,6 +77,10 @@ const state = {
     transports: [],
     transportLog: [],
     connectionLost: [],
+    connection: 'disconnected',
+    stateLog: [],
+    outages: [],
+    restored: 0,
     recoveryFailed: 0,
     eventsTotal: 0,
     otherEvents: 0,
@@ -121,6 +135,8 @@ function start() {
     Realtime.subscribe(Realtime.TRANSPORT_CHANGED, onTransportChanged);
     Realtime.subscribe(Realtime.EVENT, onEvent);
     Realtime.subscribe(Realtime.CONNECTION_LOST, onConnectionLost);
+    Realtime.subscribe(Realtime.CONNECTION_RESTORED, onConnectionRestored);
+    Realtime.subscribe(Realtime.STATE_CHANGED, onStateChanged);
     Realtime.subscribe(Realtime.RECOVERY_FAILED, onRecoveryFailed);
 
     const countingFetch = (input, init) => {
@@ -137,6 +153,7 @@ function start() {
     }
     state.transports = client.transports;
     state.transport = client.transport;
+    state.connection = client.connectionState;
 
     for (const name of ['auto', ...TRANSPORT_NAMES]) {
         $(`force-${name}`).addEventListener('change', (ev) => {
@@ -211,7 +228,30 @@ function onTransportChanged({transport, previous, reason}) {
     renderConnection();
 }
 
+function onStateChanged({state: now, previous, transport, retrying}) {
+    state.connection = now;
+    state.stateLog.push({state: now, previous, transport, retrying, at: Date.now()});
+    renderBadge(retrying);
+}
+
+function onConnectionRestored({downMs}) {
+    state.restored += 1;
+    const outage = state.outages.at(-1);
+    if (outage && outage.restoredAfterMs === undefined) {
+        outage.restoredAfterMs = downMs;
+    }
+    $('outage-banner').hidden = true;
+}
+
 function onConnectionLost(info) {
+    if (info.retrying) {
+        // An outage past the client's threshold: it keeps trying; runs go on (they time out on their own).
+        state.outages.push({...info, at: Date.now()});
+        $('outage-message').textContent = info.message ? `(${info.message})` : '';
+        $('outage-banner').hidden = state.connectionLost.length > 0;
+        return;
+    }
+    $('outage-banner').hidden = true;
     state.connectionLost.push({...info});
     if (state.connectionLost.length === 1) {
         const banner = $('lost-banner');
@@ -543,6 +583,18 @@ function render() {
     renderClock();
     renderDelivery();
     renderPush();
+}
+
+/** The connection badge, from client.connectionState. @param {boolean} [retrying] */
+function renderBadge(retrying = state.connectionLost.length === 0) {
+    const badge = $('connection-state');
+    const now = state.connection;
+    badge.dataset.state = now;
+    badge.dataset.retrying = String(Boolean(retrying));
+    badge.textContent = now === 'connected' ? 'Connected'
+        : now === 'connecting' ? 'Connecting…'
+            : retrying && state.connectionLost.length === 0 ? 'Disconnected — reconnecting' : 'Disconnected';
+    $('connection-since').textContent = `since ${clockTime(Date.now())}`;
 }
 
 function renderConnection() {
