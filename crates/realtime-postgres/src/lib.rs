@@ -152,7 +152,7 @@ impl PostgresEngine {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| Error::Internal(format!("building the postgres pool: {e}")))?;
-        timed("setup", create_schema(&pool)).await?;
+        setup(&pool).await?;
 
         let changes = Arc::new(Notify::new());
         let cancel = CancellationToken::new();
@@ -175,26 +175,69 @@ impl PostgresEngine {
     }
 }
 
-async fn create_schema(pool: &Pool) -> Result<()> {
-    let mut client = pool.get().await.map_err(|e| unavailable("connection", e))?;
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| unavailable("setup", e))?;
+/// How long a starting node waits for PostgreSQL when it is not accepting connections yet (a
+/// node started during a PostgreSQL restart), before it gives up.
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
+
+/// A failed setup and whether it is worth waiting out: no connection yet, or PostgreSQL
+/// starting or shutting down (SQLSTATE classes 08 and 57), not a wrong database or password.
+/// The server's message is kept (the driver's own text for it is only "db error").
+fn setup_error(e: &tokio_postgres::Error) -> (Error, bool) {
+    let transient = e
+        .code()
+        .is_none_or(|c| matches!(c.code().get(..2).unwrap_or(""), "08" | "57"));
+    let detail = match e.as_db_error() {
+        Some(db) => format!("{e}: {} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    };
+    (
+        Error::EngineUnavailable(format!("postgres setup: {detail}")),
+        transient,
+    )
+}
+
+async fn create_schema(pool: &Pool) -> std::result::Result<(), (Error, bool)> {
+    let mut client = pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => setup_error(&e),
+        other => (unavailable("connection", other), true),
+    })?;
+    let tx = client.transaction().await.map_err(|e| setup_error(&e))?;
     // Nodes starting together would race on CREATE TABLE IF NOT EXISTS; one at a time.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
         .await
-        .map_err(|e| unavailable("setup", e))?;
+        .map_err(|e| setup_error(&e))?;
     tx.batch_execute(SCHEMA)
         .await
-        .map_err(|e| unavailable("setup", e))?;
+        .map_err(|e| setup_error(&e))?;
     tx.execute(
         "INSERT INTO realtime_meta (key, value) VALUES ('epoch', $1) ON CONFLICT DO NOTHING",
         &[&random_hex(8)],
     )
     .await
-    .map_err(|e| unavailable("setup", e))?;
-    tx.commit().await.map_err(|e| unavailable("setup", e))
+    .map_err(|e| setup_error(&e))?;
+    tx.commit().await.map_err(|e| setup_error(&e))
+}
+
+/// Creates the schema, waiting up to [`STARTUP_WAIT`] for a PostgreSQL that is not accepting
+/// connections yet, so that a node started during a PostgreSQL restart comes up with it.
+async fn setup(pool: &Pool) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let outcome = match tokio::time::timeout(OP_TIMEOUT, create_schema(pool)).await {
+            Ok(r) => r,
+            Err(_) => Err((unavailable("setup", "timed out"), true)),
+        };
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err((e, true)) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "PostgreSQL is not ready; waiting for it");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }
 
 async fn writer(pool: Pool, mut rx: mpsc::Receiver<Append>, changes: Arc<Notify>) {

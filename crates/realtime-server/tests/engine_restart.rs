@@ -154,3 +154,48 @@ async fn redis_restart_without_persistence_is_told_and_loses_nothing_acknowledge
     let told = restart_mid_stream(&mut redis).await;
     assert!(told, "the subscriber was told that the store was lost");
 }
+
+/// A node started while PostgreSQL is down (both restarted together in a deploy) waits for it
+/// and comes up with it, instead of exiting with "db error"; a database that does not exist is
+/// still refused at once, with the server's own reason.
+#[test]
+fn a_node_started_while_postgres_is_down_comes_up_with_it() {
+    let mut pg = PrivatePostgres::start();
+    pg.down();
+    let url = pg.url();
+    let revive = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        pg.up();
+        pg
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(
+        dir.path(),
+        &["--listen", "127.0.0.1:0"],
+        &[("REALTIME_ENGINE_URL", url.as_str())],
+    );
+    let pg = revive.join().expect("postgres restarts");
+    let health = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(reqwest::get(format!("{}/healthz", server.url)))
+        .expect("healthz answers");
+    assert_eq!(health.status(), 200);
+    server.terminate();
+
+    let missing = url.replace("/postgres", "/no_such_database");
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_realtime"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env("REALTIME_ENGINE_URL", &missing)
+        .output()
+        .expect("realtime runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist"), "the server's reason: {err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "a missing database is not waited for"
+    );
+    drop(pg);
+}
