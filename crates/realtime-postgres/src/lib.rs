@@ -179,13 +179,14 @@ impl PostgresEngine {
 /// node started during a PostgreSQL restart), before it gives up.
 const STARTUP_WAIT: Duration = Duration::from_secs(30);
 
-/// A failed setup and whether it is worth waiting out: no connection yet, or PostgreSQL
-/// starting or shutting down (SQLSTATE classes 08 and 57), not a wrong database or password.
+/// A failed setup and whether it is worth waiting out: no connection yet, PostgreSQL starting or
+/// shutting down (SQLSTATE classes 08 and 57), or the setup's transaction rolled back by a
+/// deadlock with running nodes' appends (class 40); not a wrong database or password.
 /// The server's message is kept (the driver's own text for it is only "db error").
 fn setup_error(e: &tokio_postgres::Error) -> (Error, bool) {
     let transient = e
         .code()
-        .is_none_or(|c| matches!(c.code().get(..2).unwrap_or(""), "08" | "57"));
+        .is_none_or(|c| matches!(c.code().get(..2).unwrap_or(""), "08" | "40" | "57"));
     let detail = match e.as_db_error() {
         Some(db) => format!("{e}: {} ({})", db.message(), db.code().code()),
         None => e.to_string(),
