@@ -295,6 +295,7 @@ pub fn check_ws_frame(data: &[u8]) {
 fn render_frame(frame: &ClientFrame) -> Value {
     match frame {
         ClientFrame::Subscribe {
+            id,
             usertoken,
             subscriptions,
             cursor,
@@ -304,6 +305,9 @@ fn render_frame(frame: &ClientFrame) -> Value {
                 .map(|s| json!({"channel": s.channel, "token": s.token}))
                 .collect();
             let mut v = json!({"type": "subscribe", "subscriptions": subs});
+            if let Some(id) = id {
+                v["id"] = id.clone();
+            }
             if let Some(t) = usertoken {
                 v["usertoken"] = json!(t);
             }
@@ -317,6 +321,13 @@ fn render_frame(frame: &ClientFrame) -> Value {
             component,
             payload,
         } => json!({"type": "send", "id": id, "component": component, "payload": payload}),
+        ClientFrame::Unsubscribe { id, channels } => {
+            let mut v = json!({"type": "unsubscribe", "channels": channels});
+            if let Some(id) = id {
+                v["id"] = id.clone();
+            }
+            v
+        }
         ClientFrame::Ping => json!({"type": "ping"}),
     }
 }

@@ -425,9 +425,18 @@ impl Realtime {
     /// # Errors
     /// `token_invalid` (403), `token_expired` (401), `guests_not_allowed` (403).
     pub fn verify_user_token(&self, token: &str) -> Result<UserId> {
-        let user = token::verify(&self.inner.secret, TokenKind::User, None, token)?;
+        self.verify_user_token_expiring(token).map(|(user, _)| user)
+    }
+
+    /// As [`Realtime::verify_user_token`], with the token's expiry (Unix seconds).
+    ///
+    /// # Errors
+    /// As [`Realtime::verify_user_token`].
+    pub fn verify_user_token_expiring(&self, token: &str) -> Result<(UserId, i64)> {
+        let (user, expires) =
+            token::verify_expiring(&self.inner.secret, TokenKind::User, None, token)?;
         self.check_user(user)?;
-        Ok(user)
+        Ok((user, expires))
     }
 
     /// Verifies that `token` grants `user` the channel `hash`.
@@ -435,7 +444,21 @@ impl Realtime {
     /// # Errors
     /// `token_invalid` when forged, for another channel or for another user; `token_expired`.
     pub fn verify_subscription(&self, hash: &ChannelHash, token: &str, user: UserId) -> Result<()> {
-        let owner = token::verify(
+        self.verify_subscription_expiring(hash, token, user)
+            .map(|_| ())
+    }
+
+    /// As [`Realtime::verify_subscription`], and returns when the token expires (Unix seconds).
+    ///
+    /// # Errors
+    /// As [`Realtime::verify_subscription`].
+    pub fn verify_subscription_expiring(
+        &self,
+        hash: &ChannelHash,
+        token: &str,
+        user: UserId,
+    ) -> Result<i64> {
+        let (owner, expires) = token::verify_expiring(
             &self.inner.secret,
             TokenKind::Subscription,
             Some(hash),
@@ -447,7 +470,7 @@ impl Realtime {
                 "a subscription token belongs to another user",
             ));
         }
-        Ok(())
+        Ok(expires)
     }
 
     /// Stops the background tasks and open long-polls, waits for them (at most the drain

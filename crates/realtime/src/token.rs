@@ -112,6 +112,20 @@ pub fn verify(
     hash: Option<&ChannelHash>,
     token: &str,
 ) -> Result<UserId> {
+    verify_expiring(secret, kind, hash, token).map(|(user, _)| user)
+}
+
+/// As [`verify`], and also returns when the token expires (Unix seconds): a stream opened with
+/// it is ended then (docs/protocol.md, "Token expiry and renewal").
+///
+/// # Errors
+/// As [`verify`].
+pub fn verify_expiring(
+    secret: &Secret,
+    kind: TokenKind,
+    hash: Option<&ChannelHash>,
+    token: &str,
+) -> Result<(UserId, i64)> {
     let invalid = || Error::forbidden("token_invalid", "the token is not valid for this request");
     let mut parts = token.split('.');
     let (Some("v1"), Some(user), Some(expires), Some(tag), None) = (
@@ -134,10 +148,10 @@ pub fn verify(
     if expires <= now_secs() {
         return Err(Error::unauthorized(
             "token_expired",
-            "the token has expired; reload the page for a new one",
+            "the token has expired; renew it (or reload the page) and reconnect",
         ));
     }
-    Ok(user)
+    Ok((user, expires))
 }
 
 #[cfg(test)]

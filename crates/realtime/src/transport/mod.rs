@@ -2,7 +2,7 @@
 //! and the answer encoding here, and all read from the same hub with the same cursor, so a
 //! page can move between transports (and nodes) without missing or repeating an event.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap};
@@ -41,6 +41,19 @@ pub fn authorize(
     user: UserId,
     subs: &[SubscriptionRef],
 ) -> Result<Vec<ChannelHash>> {
+    Ok(authorize_expiring(rt, user, subs)?.into_keys().collect())
+}
+
+/// As [`authorize`], with when each channel's token expires (Unix seconds; the latest, when a
+/// channel is given twice): a stream ends when the first of its tokens does.
+///
+/// # Errors
+/// As [`authorize`].
+pub fn authorize_expiring(
+    rt: &Realtime,
+    user: UserId,
+    subs: &[SubscriptionRef],
+) -> Result<BTreeMap<ChannelHash, i64>> {
     let max = rt.config().limits.subscriptions;
     if subs.is_empty() {
         return Err(Error::bad_request(
@@ -54,12 +67,27 @@ pub fn authorize(
             format!("at most {max} subscriptions per request"),
         ));
     }
-    let mut hashes = BTreeSet::new();
+    let mut hashes = BTreeMap::new();
     for s in subs {
-        rt.verify_subscription(&s.channel, &s.token, user)?;
-        hashes.insert(s.channel.clone());
+        let expires = rt.verify_subscription_expiring(&s.channel, &s.token, user)?;
+        let at = hashes.entry(s.channel.clone()).or_insert(expires);
+        *at = (*at).max(expires);
     }
-    Ok(hashes.into_iter().collect())
+    Ok(hashes)
+}
+
+/// The instant at which a credential valid until `expires` (Unix seconds) runs out.
+pub(crate) fn expiry_instant(expires: i64) -> tokio::time::Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let left_ms = expires.saturating_mul(1_000).saturating_sub(now_ms).max(0);
+    // Far-future expiries are capped at a year: `Instant` arithmetic must not overflow.
+    let left_ms = u64::try_from(left_ms)
+        .unwrap_or(0)
+        .min(365 * 24 * 3_600 * 1_000);
+    tokio::time::Instant::now() + std::time::Duration::from_millis(left_ms)
 }
 
 /// The JSON of a batch: `{"events": [...], "cursor": "...", "recovered": bool}`, built from the

@@ -8,7 +8,10 @@
 //! The stream opens with `retry:` and a comment, then:
 //! - one record per event, `id: <cursor>` and `data: <event JSON>` (so `Last-Event-ID` resumes);
 //! - `event: not_recovered` with `id:` and `data: {"cursor": C}` when events were missed;
-//! - a comment line every `sse.heartbeat_ms` while idle, so that proxies keep the stream open.
+//! - a comment line every `sse.heartbeat_ms` while idle, so that proxies keep the stream open;
+//! - `event: token_expired` with `data: {"error": …}` when the first of the stream's tokens (the
+//!   user token or a subscription token) expires; the stream then ends. The client renews its
+//!   credentials and reconnects from its cursor.
 //!
 //! A refused credential is an ordinary HTTP error (401/403 with the error body) before any
 //! stream starts, as is 429 `too_many_connections` (the stream counts as an open connection of
@@ -30,7 +33,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{authorize, check_origin, cut_to_bytes, SubscriptionRef};
+use super::{authorize_expiring, check_origin, cut_to_bytes, expiry_instant, SubscriptionRef};
 use crate::channel::ChannelHash;
 use crate::error::{Error, Result};
 use crate::event::Cursor;
@@ -41,6 +44,9 @@ use crate::Realtime;
 /// Events are written in chunks of about this many bytes: small events are gathered into one
 /// chunk (one copy of a few KiB), a larger event is sent as its own shared bytes.
 pub const CHUNK_BYTES: usize = 16 * 1024;
+
+/// The record that ends a stream whose tokens expired (no `id:`: the client keeps its cursor).
+const TOKEN_EXPIRED_RECORD: &[u8] = b"event: token_expired\ndata: {\"error\":{\"code\":\"token_expired\",\"message\":\"the token has expired; renew it and reconnect\"}}\n\n";
 
 /// What the query string says.
 pub(crate) struct SseRequest {
@@ -113,8 +119,12 @@ pub async fn sse(
 ) -> Result<Response> {
     check_origin(&rt, &headers)?;
     let req = parse_query(query.as_deref())?;
-    let user = rt.verify_user_token(&req.usertoken)?;
-    let hashes = authorize(&rt, user, &req.subscriptions)?;
+    let (user, user_expires) = rt.verify_user_token_expiring(&req.usertoken)?;
+    let granted = authorize_expiring(&rt, user, &req.subscriptions)?;
+    // The stream lives as long as the first of its tokens: then it says `token_expired` and
+    // ends, and the client renews its credentials and reconnects from its cursor.
+    let expires = granted.values().copied().fold(user_expires, i64::min);
+    let hashes: Vec<ChannelHash> = granted.into_keys().collect();
     let permits = limits.connect(user, ip)?;
     let last_event_id = headers
         .get("last-event-id")
@@ -135,6 +145,8 @@ pub async fn sse(
         wake,
         _guard: guard,
         heartbeat: Duration::from_millis(cfg.heartbeat_ms),
+        expires_at: expiry_instant(expires),
+        expired: false,
         cancel: rt.shutdown_token().clone(),
         opening: Some(opening),
         pending: VecDeque::new(),
@@ -164,6 +176,10 @@ struct Stream {
     wake: Arc<Wake>,
     _guard: ListenGuard,
     heartbeat: Duration,
+    /// When the first of the stream's tokens expires.
+    expires_at: tokio::time::Instant,
+    /// The `token_expired` record has been sent: the stream ends.
+    expired: bool,
     cancel: CancellationToken,
     opening: Option<Bytes>,
     /// The records of the batch being written, not yet handed to the connection.
@@ -180,7 +196,7 @@ impl Stream {
         if let Some(first) = self.opening.take() {
             return Some(first);
         }
-        if self.cancel.is_cancelled() {
+        if self.cancel.is_cancelled() || self.expired {
             return None;
         }
         if let Some(chunk) = self.next_pending() {
@@ -189,6 +205,10 @@ impl Stream {
         loop {
             if self.cancel.is_cancelled() {
                 return None;
+            }
+            if tokio::time::Instant::now() >= self.expires_at {
+                self.expired = true;
+                return Some(Bytes::from_static(TOKEN_EXPIRED_RECORD));
             }
             let limits = &self.rt.config().limits;
             let (limit, budget) = (limits.poll_events, limits.batch_bytes);
@@ -217,9 +237,17 @@ impl Stream {
                 return self.next_pending();
             }
             self.cursor = batch.cursor;
+            let until_expiry = self
+                .expires_at
+                .saturating_duration_since(tokio::time::Instant::now());
             tokio::select! {
                 _ = self.wake.0.notified() => {}
-                _ = tokio::time::sleep(self.heartbeat) => return Some(Bytes::from_static(b": heartbeat\n\n")),
+                _ = tokio::time::sleep(self.heartbeat.min(until_expiry)) => {
+                    if until_expiry >= self.heartbeat {
+                        return Some(Bytes::from_static(b": heartbeat\n\n"));
+                    }
+                    // The tokens ran out: the loop's top says so.
+                }
                 _ = self.cancel.cancelled() => return None,
             }
         }

@@ -1,9 +1,20 @@
 //! WebSocket, `GET /ws`: JSON text frames with a `type`.
 //!
 //! Client → server: `subscribe` (`usertoken`, `subscriptions`, `cursor`; the first frame, and
-//! later ones add subscriptions), `send` (`id`, `component`, `payload`), `ping`.
+//! later ones, with an optional `id`, add subscriptions or renew their tokens), `unsubscribe`
+//! (`id`, `channels`), `send` (`id`, `component`, `payload`), `ping`.
 //! Server → client: `recovered` / `not_recovered` (with the cursor the stream continues from),
-//! `event` (`cursor`, `event`), `reply` (`id`, `response` or `error`), `error`, `pong`.
+//! `event` (`cursor`, `event`), `reply` (`id`, `response` or `error`), `subscribed` /
+//! `unsubscribed` (`id`, `channels`: the connection's channels now), `error` (with the `id` of
+//! the frame it answers, when that had one), `pong`.
+//!
+//! A later `subscribe` is checked as the first was (each token for this connection's user), but a
+//! refusal is an `error` frame, not a close: the channels already there go on. Its `cursor`, when
+//! it is of the same epoch and behind the connection's, moves the connection back to it, so that
+//! an added channel's events since that cursor (the one the application minted with its token)
+//! are delivered; the client drops the repeats of the other channels. A `usertoken` in it, and
+//! tokens for channels already there, renew them: the connection ends when the first of its
+//! tokens expires (`error` `token_expired`, then close 4010), so renewing before then keeps it.
 //!
 //! Delivery pulls from the hub by cursor: a connection keeps no queue of its own. When its
 //! channels get an event the hub wakes it; it reads everything after its cursor from the hub's
@@ -24,7 +35,8 @@
 //! draining (reconnect at once, to any node); 1013 try again later (too many connections, or
 //! a transient failure such as the engine unavailable while subscribing);
 //! 4001 credential refused (do not retry); 4002 bad subscribe (do not retry); 4008 slow
-//! consumer (resume from the cursor); 4009 no heartbeat (reconnect with backoff).
+//! consumer (resume from the cursor); 4009 no heartbeat (reconnect with backoff); 4010 token
+//! expired (renew the credentials, then reconnect from the cursor).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -41,7 +53,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
-use super::{authorize, check_origin, cut_to_bytes, SubscriptionRef};
+use super::{authorize_expiring, check_origin, cut_to_bytes, expiry_instant, SubscriptionRef};
 use crate::channel::ChannelHash;
 use crate::error::{Error, Result};
 use crate::event::Cursor;
@@ -59,6 +71,8 @@ pub const CLOSE_BAD_SUBSCRIBE: u16 = 4002;
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 /// Close code: nothing was heard from the client within the dead-peer timeout.
 pub const CLOSE_NO_HEARTBEAT: u16 = 4009;
+/// Close code: the first of the connection's tokens expired; renew, then reconnect.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4010;
 /// Close code: the server is draining; reconnect at once (another node will answer).
 pub const CLOSE_DRAINING: u16 = 1012;
 /// Close code: a frame over the size limit.
@@ -77,11 +91,19 @@ pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum ClientFrame {
     Subscribe {
+        /// Answered by `subscribed` or an `error` with this id (later frames only).
+        #[serde(default)]
+        id: Option<Value>,
         #[serde(default)]
         usertoken: Option<String>,
         subscriptions: Vec<SubscriptionRef>,
         #[serde(default)]
         cursor: Option<Cursor>,
+    },
+    Unsubscribe {
+        #[serde(default)]
+        id: Option<Value>,
+        channels: Vec<ChannelHash>,
     },
     Send {
         id: Value,
@@ -148,7 +170,11 @@ struct Connection {
     rt: Realtime,
     sink: SplitSink<WebSocket, Message>,
     user: UserId,
+    /// When the user token expires (Unix seconds).
+    user_expires: i64,
     hashes: Vec<ChannelHash>,
+    /// When each channel's token expires (Unix seconds), in the order of `hashes`.
+    expiries: Vec<i64>,
     cursor: Cursor,
     wake: Arc<Wake>,
     guard: Option<ListenGuard>,
@@ -170,7 +196,9 @@ impl Connection {
             rt,
             sink,
             user: UserId::GUEST,
+            user_expires: 0,
             hashes: Vec::new(),
+            expiries: Vec::new(),
             cursor: Cursor {
                 epoch: crate::event::Epoch(String::new()),
                 id: crate::event::EventId(0),
@@ -230,6 +258,7 @@ impl Connection {
                 usertoken,
                 subscriptions,
                 cursor,
+                ..
             }) => (usertoken, subscriptions, cursor),
             Ok(_) => {
                 return self
@@ -257,20 +286,21 @@ impl Connection {
                 ))
                 .await;
         };
-        let user = match self.rt.verify_user_token(&usertoken) {
+        let (user, user_expires) = match self.rt.verify_user_token_expiring(&usertoken) {
             Ok(u) => u,
             Err(e) => return self.refuse(e).await,
         };
-        let hashes = match authorize(&self.rt, user, &subscriptions) {
+        let granted = match authorize_expiring(&self.rt, user, &subscriptions) {
             Ok(h) => h,
             Err(e) => return self.refuse(e).await,
         };
         if let Err(e) = self.peer.limits.connect_user(&mut self.peer.permits, user) {
-            self.error_frame(e).await?;
+            self.error_frame(None, e).await?;
             return Err(Close(CLOSE_TRY_AGAIN_LATER, "try again later"));
         }
         self.user = user;
-        self.listen(hashes);
+        self.user_expires = user_expires;
+        self.listen(granted.into_iter().collect());
         let hub = self.rt.hub();
         self.cursor = cursor.unwrap_or_else(|| hub.head());
         let batch = hub
@@ -314,11 +344,22 @@ impl Connection {
         Err(Close(code, reason))
     }
 
-    fn listen(&mut self, hashes: Vec<ChannelHash>) {
+    /// Listens to `channels` (hash and token expiry, sorted by hash) instead of the current ones.
+    fn listen(&mut self, channels: Vec<(ChannelHash, i64)>) {
+        let (hashes, expiries): (Vec<_>, Vec<_>) = channels.into_iter().unzip();
         // The new guard is registered before the old one is dropped: no moment without one.
         let guard = self.rt.hub().listen(&hashes, self.wake.clone());
         self.guard = Some(guard);
         self.hashes = hashes;
+        self.expiries = expiries;
+    }
+
+    /// When the first of the connection's tokens expires (Unix seconds).
+    fn expires(&self) -> i64 {
+        self.expiries
+            .iter()
+            .copied()
+            .fold(self.user_expires, i64::min)
     }
 
     async fn serve(
@@ -334,10 +375,26 @@ impl Connection {
         ping.tick().await;
         let dead_after = Duration::from_millis(cfg.dead_peer_timeout_ms);
         let mut last_heard = Instant::now();
+        let mut expires = self.expires();
+        let expiry = tokio::time::sleep_until(expiry_instant(expires));
+        tokio::pin!(expiry);
         loop {
+            let now = self.expires();
+            if now != expires {
+                expires = now;
+                expiry.as_mut().reset(expiry_instant(expires));
+            }
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(Close(CLOSE_DRAINING, "server draining")),
+                () = &mut expiry => {
+                    self.error_frame(None, Error::unauthorized(
+                        "token_expired",
+                        "the token has expired; renew it and reconnect",
+                    ))
+                    .await?;
+                    return Err(Close(CLOSE_TOKEN_EXPIRED, "token expired"));
+                }
                 msg = stream.next() => {
                     last_heard = Instant::now();
                     match msg {
@@ -345,7 +402,7 @@ impl Connection {
                         Some(Err(e)) => return Err(read_error(&e)),
                         Some(Ok(Message::Text(text))) => self.on_frame(&text, &mut replies, &in_flight, cfg.sends_in_flight).await?,
                         Some(Ok(Message::Binary(_))) => {
-                            self.error_frame(Error::bad_request("invalid_request", "frames are JSON text")).await?;
+                            self.error_frame(None, Error::bad_request("invalid_request", "frames are JSON text")).await?;
                         }
                         Some(Ok(_)) => {}
                     }
@@ -373,10 +430,10 @@ impl Connection {
             Ok(f) => f,
             Err(e) => {
                 return self
-                    .error_frame(Error::bad_request(
-                        "invalid_request",
-                        format!("bad frame: {e}"),
-                    ))
+                    .error_frame(
+                        None,
+                        Error::bad_request("invalid_request", format!("bad frame: {e}")),
+                    )
                     .await
             }
         };
@@ -388,42 +445,19 @@ impl Connection {
                 .await
             }
             ClientFrame::Subscribe {
+                id,
                 usertoken,
                 subscriptions,
-                ..
+                cursor,
             } => {
-                if let Some(t) = usertoken {
-                    match self.rt.verify_user_token(&t) {
-                        Ok(u) if u == self.user => {}
-                        Ok(_) => {
-                            return self
-                                .refuse(Error::forbidden(
-                                    "token_invalid",
-                                    "a connection serves one user",
-                                ))
-                                .await
-                        }
-                        Err(e) => return self.refuse(e).await,
-                    }
-                }
-                let added = match authorize(&self.rt, self.user, &subscriptions) {
-                    Ok(h) => h,
-                    Err(e) => return self.refuse(e).await,
-                };
-                let mut all = self.hashes.clone();
-                all.extend(added);
-                all.sort();
-                all.dedup();
-                if all.len() > self.rt.config().limits.subscriptions {
-                    return self
-                        .error_frame(Error::bad_request(
-                            "too_many_subscriptions",
-                            "too many subscriptions on one connection",
-                        ))
-                        .await;
-                }
-                self.listen(all);
-                Ok(())
+                let answer = self.add(usertoken, &subscriptions, cursor);
+                self.answer(id, "subscribed", answer).await?;
+                // Events of the added channels (and, after a rewind, the repeats the client drops).
+                self.pump().await
+            }
+            ClientFrame::Unsubscribe { id, channels } => {
+                let answer = self.remove(&channels);
+                self.answer(id, "unsubscribed", answer).await
             }
             ClientFrame::Send {
                 id,
@@ -432,10 +466,13 @@ impl Connection {
             } => {
                 if !(id.is_string() || id.is_number()) {
                     return self
-                        .error_frame(Error::bad_request(
-                            "invalid_request",
-                            "a send's `id` is a string or a number",
-                        ))
+                        .error_frame(
+                            None,
+                            Error::bad_request(
+                                "invalid_request",
+                                "a send's `id` is a string or a number",
+                            ),
+                        )
                         .await;
                 }
                 if let Err(e) = self.peer.limits.send(self.user, self.peer.ip) {
@@ -474,8 +511,111 @@ impl Connection {
         }
     }
 
-    async fn error_frame(&mut self, e: Error) -> Result<(), Close> {
-        let frame = json!({"type": "error", "error": e.body()["error"]});
+    /// A later `subscribe`: checks the tokens, then listens to the channels added too, renews
+    /// the expiries of those already there, and moves the cursor back to `cursor` when it is
+    /// behind (same epoch). Changes nothing when refused.
+    fn add(
+        &mut self,
+        usertoken: Option<String>,
+        subscriptions: &[SubscriptionRef],
+        cursor: Option<Cursor>,
+    ) -> Result<()> {
+        let user_expires = match usertoken {
+            Some(t) => {
+                let (user, expires) = self.rt.verify_user_token_expiring(&t)?;
+                if user != self.user {
+                    return Err(Error::forbidden(
+                        "token_invalid",
+                        "a connection serves one user",
+                    ));
+                }
+                Some(expires)
+            }
+            None => None,
+        };
+        let granted = authorize_expiring(&self.rt, self.user, subscriptions)?;
+        let mut all: std::collections::BTreeMap<ChannelHash, i64> = self
+            .hashes
+            .iter()
+            .cloned()
+            .zip(self.expiries.iter().copied())
+            .collect();
+        for (hash, expires) in granted {
+            let at = all.entry(hash).or_insert(expires);
+            *at = (*at).max(expires);
+        }
+        if all.len() > self.rt.config().limits.subscriptions {
+            return Err(Error::bad_request(
+                "too_many_subscriptions",
+                "too many subscriptions on one connection",
+            ));
+        }
+        if let Some(expires) = user_expires {
+            self.user_expires = self.user_expires.max(expires);
+        }
+        if all.len() != self.hashes.len() {
+            self.listen(all.into_iter().collect());
+        } else {
+            // The same channels: only their expiries changed; the listener stays.
+            self.expiries = all.into_values().collect();
+        }
+        if let Some(c) = cursor {
+            if c.epoch == self.cursor.epoch && c.id < self.cursor.id {
+                self.cursor = c;
+            }
+        }
+        Ok(())
+    }
+
+    /// `unsubscribe`: stops listening to `channels` (those the connection does not have are
+    /// ignored). The last channel cannot be dropped: close the connection instead.
+    fn remove(&mut self, channels: &[ChannelHash]) -> Result<()> {
+        let keep: Vec<(ChannelHash, i64)> = self
+            .hashes
+            .iter()
+            .cloned()
+            .zip(self.expiries.iter().copied())
+            .filter(|(h, _)| !channels.contains(h))
+            .collect();
+        if keep.is_empty() {
+            return Err(Error::bad_request(
+                "invalid_request",
+                "a connection keeps at least one channel; close it instead",
+            ));
+        }
+        if keep.len() != self.hashes.len() {
+            self.listen(keep);
+        }
+        Ok(())
+    }
+
+    /// Answers a later `subscribe` or an `unsubscribe`: `kind` with the connection's channels,
+    /// or an `error` frame (the connection stays either way).
+    async fn answer(
+        &mut self,
+        id: Option<Value>,
+        kind: &str,
+        answer: Result<()>,
+    ) -> Result<(), Close> {
+        match answer {
+            Ok(()) => {
+                let mut frame = json!({"type": kind, "channels": self.hashes});
+                if let Some(id) = id {
+                    frame["id"] = id;
+                }
+                self.write(vec![Message::Text(frame.to_string().into())])
+                    .await
+            }
+            Err(e) => self.error_frame(id, e).await,
+        }
+    }
+
+    /// An `error` frame (with the `id` of the frame it answers, when that had one).
+    async fn error_frame(&mut self, id: Option<Value>, e: Error) -> Result<(), Close> {
+        let mut frame = json!({"type": "error", "error": e.body()["error"]});
+        if let Some(id) = id {
+            frame["id"] = id;
+        }
         self.write(vec![Message::Text(frame.to_string().into())])
             .await
     }
