@@ -96,7 +96,12 @@ const DEFAULTS = Object.freeze({
     deadAfterMs: 45000,
     pollTimeoutMs: 65000,
     shortPollDelayMs: 1000,
+    renew: null,
+    renewAheadMs: 60000,
 });
+
+/** Renewals are at least this far apart (a client clock far ahead must not renew in a loop). */
+const MIN_RENEW_INTERVAL_MS = 5000;
 
 const DEFAULT_TRANSPORTS = Object.freeze(['websocket', 'sse', 'poll']);
 
@@ -308,7 +313,6 @@ class PollTransport {
         this.generation = 0;
         this.abort = null;
         this.pause = null;
-        this.subscriptions = subscriptionRefs(context.config);
     }
 
     /** Start polling from `cursor` (closes any previous run). @param {string|null} cursor */
@@ -340,8 +344,10 @@ class PollTransport {
             const timer = setTimeout(() => { timedOut = true; abort.abort(); }, pollTimeoutMs);
             let answer;
             try {
+                // The client's current credentials and channels, read at each poll: a renewal or
+                // an added channel takes effect with the next request.
                 answer = await postJson(fetchFn, `${config.url}/poll`, config.usertoken,
-                    {subscriptions: this.subscriptions, cursor}, abort.signal);
+                    {subscriptions: subscriptionRefs(config), cursor}, abort.signal);
                 if (!Array.isArray(answer.events) || typeof answer.cursor !== 'string') {
                     throw badResponse('poll answer lacks events or cursor', 200);
                 }
@@ -380,6 +386,7 @@ class PollTransport {
 /** What WebSocket close codes mean for the policy (docs/protocol.md, "Close codes"). */
 const CLOSE_CODES = Object.freeze({
     4001: {code: 'credential_refused', reason: 'credential_refused', retryable: false},
+    4010: {code: 'token_expired', reason: 'credential_refused', retryable: false},
     4002: {code: 'bad_subscribe', reason: 'rejected', retryable: false},
     1012: {code: 'server_draining', reason: 'server_error', retryable: true, immediate: true},
     1013: {code: 'try_again_later', reason: 'server_error', retryable: true},
@@ -463,7 +470,6 @@ class WebSocketTransport {
         this.nextId = 0;
         /** @type {Map<number, {resolve: (value: any) => void, reject: (error: Error) => void}>} */
         this.pending = new Map();
-        this.subscriptions = subscriptionRefs(context.config);
     }
 
     /** Whether `send()` may be used: the subscribe handshake is done and the socket is open. */
@@ -489,8 +495,9 @@ class WebSocketTransport {
             if (!live()) {
                 return;
             }
-            const {usertoken} = this.context.config;
-            this.write({type: 'subscribe', usertoken, subscriptions: this.subscriptions, ...(cursor === null ? {} : {cursor})});
+            const {config} = this.context;
+            this.write({type: 'subscribe', usertoken: config.usertoken, subscriptions: subscriptionRefs(config),
+                ...(cursor === null ? {} : {cursor})});
             this.watch();
         };
         socket.onmessage = (message) => { if (live()) this.receive(message.data); };
@@ -531,6 +538,32 @@ class WebSocketTransport {
      * @returns {Promise<any>} the `response` of the reply
      */
     send(component, payload, signal) {
+        return this.request({type: 'send', component, payload}, signal);
+    }
+
+    /**
+     * Add channels to this connection, or renew their tokens (and, with `usertoken`, the user's):
+     * a later `subscribe` frame, answered by `subscribed` or an `error` of the same id. With
+     * `cursor`, the server moves the connection back to it (an added channel's backlog).
+     * @param {{channel: string, token: string}[]} subscriptions
+     * @param {{usertoken?: string, cursor?: string}} [extra]
+     * @returns {Promise<any>} the `subscribed` frame
+     */
+    subscribe(subscriptions, extra = {}) {
+        return this.request({type: 'subscribe', subscriptions, ...withoutUndefined(extra)});
+    }
+
+    /** Drop channels from this connection. @param {string[]} channels @returns {Promise<any>} */
+    unsubscribe(channels) {
+        return this.request({type: 'unsubscribe', channels});
+    }
+
+    /**
+     * Write `frame` with a new `id` and resolve with the answer of that id (`reply`: its
+     * `response`; `subscribed`/`unsubscribed`: the frame), or reject with its `error`.
+     * @param {object} frame @param {AbortSignal} [signal]
+     */
+    request(frame, signal) {
         const id = ++this.nextId;
         return new Promise((resolve, reject) => {
             if (signal?.aborted) {
@@ -541,7 +574,7 @@ class WebSocketTransport {
             const settle = (fn) => (value) => { signal?.removeEventListener('abort', onAbort); fn(value); };
             signal?.addEventListener('abort', onAbort, {once: true});
             this.pending.set(id, {resolve: settle(resolve), reject: settle(reject)});
-            this.write({type: 'send', id, component, payload});
+            this.write({...frame, id});
         });
     }
 
@@ -597,7 +630,9 @@ class WebSocketTransport {
             }
             this.sink.batch({events: [frame.event], cursor: frame.cursor});
             return;
-        case 'reply': {
+        case 'reply':
+        case 'subscribed':
+        case 'unsubscribed': {
             const waiting = this.pending.get(frame.id);
             if (!waiting) {
                 return; // aborted by the page meanwhile
@@ -607,14 +642,24 @@ class WebSocketTransport {
                 waiting.reject(new RealtimeError(String(frame.error.message ?? 'the send was refused'),
                     {code: String(frame.error.code ?? 'error')}));
             } else {
-                waiting.resolve(frame.response);
+                waiting.resolve(frame.type === 'reply' ? frame.response : frame);
             }
             return;
         }
-        case 'error':
-            // A bad frame of ours (the connection stays), or the reason of the close that follows.
+        case 'error': {
+            // The refusal of a frame of ours with an id (the connection stays); else a bad frame
+            // of ours, or the reason of the close that follows.
+            const waiting = frame.id === undefined ? undefined : this.pending.get(frame.id);
+            if (waiting) {
+                this.pending.delete(frame.id);
+                const info = isObject(frame.error) ? frame.error : {};
+                waiting.reject(new RealtimeError(String(info.message ?? 'refused'),
+                    {code: String(info.code ?? 'error'), ...(info.code === 'token_expired' ? {status: 401} : {})}));
+                return;
+            }
             this.lastError = isObject(frame.error) ? frame.error : null;
             return;
+        }
         default:
             // `pong`, and frame types a newer server may add.
         }
@@ -696,6 +741,20 @@ class SseTransport {
         };
         source.onmessage = (message) => { if (live()) this.deliver(message, true); };
         source.addEventListener('not_recovered', (message) => { if (live()) this.deliver(message, false); });
+        // The first of the stream's tokens expired: renew, then reconnect (the stream ends).
+        source.addEventListener('token_expired', (message) => {
+            if (!live()) {
+                return;
+            }
+            let said;
+            try {
+                said = JSON.parse(message.data)?.error;
+            } catch {
+                said = undefined;
+            }
+            this.fail(new RealtimeError(String(said?.message ?? 'the token has expired'),
+                {code: 'token_expired', status: 401, reason: 'credential_refused', answered: true}));
+        });
         source.onerror = () => {
             if (!live()) {
                 return;
@@ -856,7 +915,23 @@ class RealtimeClient {
     /** Transports that failed to open with no answer since the client last went down from the best candidate. @type {Set<string>} */
     #passFailed = new Set();
     #cursor;
-    #lastId = null;
+    /** Highest event id delivered per channel (by the event's channel fields): de-duplication. @type {Map<string, number>} */
+    #seen = new Map();
+    /** Channels dropped by `unsubscribe()`: their events still on the way are not delivered. @type {Set<string>} */
+    #dropped = new Set();
+    /** Added channels whose backlog the WebSocket is asked for: the cursor stays put until the server has it. */
+    #rewinds = 0;
+    /** Counts opens, so that an answer to a frame of an earlier connection changes nothing. */
+    #opens = 0;
+    /** Added channels waiting for the (re)opened transport to take them. @type {{channel: string, resolve: Function, reject: Function}[]} */
+    #pendingAdds = [];
+    #renewTimer = null;
+    /** The renewal in flight. @type {Promise<void>|null} */
+    #renewing = null;
+    /** The server said a token expired: renew before the next open. */
+    #needRenew = false;
+    #lastRenewAt = -Infinity;
+    #renewFailures = 0;
     #state = 'idle';
     /** `connecting`, `connected` or `disconnected`. */
     #connection = 'disconnected';
@@ -882,7 +957,16 @@ class RealtimeClient {
             || !Array.isArray(config.subscriptions)) {
             throw new TypeError('realtime: page config needs url, usertoken and subscriptions');
         }
-        this.#config = {...config, url: config.url.replace(/\/+$/, '')};
+        if (options.renew != null && typeof options.renew !== 'function') {
+            throw new TypeError('realtime: options.renew must be a function returning a page config');
+        }
+        // A copy the client owns: renewals and subscribe()/unsubscribe() change it, and the
+        // transports read it at each (re)open and poll.
+        this.#config = {
+            ...config,
+            url: config.url.replace(/\/+$/, ''),
+            subscriptions: config.subscriptions.filter(isObject).map((sub) => ({...sub})),
+        };
         this.#options = {
             ...DEFAULTS,
             random: Math.random,
@@ -926,6 +1010,21 @@ class RealtimeClient {
         return this.#cursor;
     }
 
+    /** The channels the client receives now (copies of their subscriptions, with their current tokens). */
+    get subscriptions() {
+        return this.#config.subscriptions.map((sub) => ({...sub}));
+    }
+
+    /** When the first of the client's tokens expires (Unix ms, by the tokens), or null when unknown. */
+    get expires() {
+        const times = [this.#config.usertoken, ...this.#config.subscriptions.map((sub) => sub.token)]
+            .map(tokenExpiry).filter(Number.isFinite);
+        if (times.length === 0 && Number.isFinite(this.#config.expires)) {
+            times.push(this.#config.expires);
+        }
+        return times.length === 0 ? null : Math.min(...times) * 1000;
+    }
+
     /** The transport in use (or being opened, or to be used by `start()`): `websocket`, `sse` or `poll`. */
     get transport() {
         return this.#names[this.#index];
@@ -942,19 +1041,68 @@ class RealtimeClient {
     }
 
     /**
-     * Listen to a topic (EVENT, CONNECTION_LOST, CONNECTION_RESTORED, STATE_CHANGED, RECOVERY_FAILED,
-     * TRANSPORT_CHANGED).
-     * @param {string} topic @param {(data: any) => void} listener
-     * @returns {() => void} unsubscribe
+     * Two uses, as in tool_realtime:
+     * - `subscribe(topic, listener)`: listen to a topic (EVENT, CONNECTION_LOST, CONNECTION_RESTORED,
+     *   STATE_CHANGED, RECOVERY_FAILED, TRANSPORT_CHANGED); returns the function that stops listening.
+     * - `subscribe(subscription)`: receive one more channel, with the subscription the application
+     *   got from `POST /api/subscribe` (`channel`, `token`, `cursor` and the channel's fields). Its
+     *   events after its own `cursor` are delivered once, merged with the others; nothing is
+     *   replayed for the channels already there. A subscription for a channel the client has
+     *   renews its token. Returns a promise settled when the server has taken it (rejected, and
+     *   the channel not added, when it refuses the token); the events flow meanwhile.
+     * @param {string|Subscription} topic @param {(data: any) => void} [listener]
+     * @returns {(() => void) | Promise<void>}
      */
     subscribe(topic, listener) {
+        if (isObject(topic)) {
+            return this.#add(topic);
+        }
         return this.#hub.subscribe(topic, listener);
+    }
+
+    /**
+     * Stop receiving a channel (its hash, or its subscription). Its events still on the way are
+     * not delivered. The last channel cannot be dropped (use `stop()`).
+     * @param {string|Subscription} channel
+     * @returns {Promise<void>}
+     */
+    unsubscribe(channel) {
+        const hash = isObject(channel) ? channel.channel : channel;
+        const held = this.#config.subscriptions;
+        const at = held.findIndex((sub) => sub.channel === hash);
+        if (at < 0) {
+            return Promise.resolve();
+        }
+        if (held.length === 1) {
+            return Promise.reject(new RealtimeError('the last channel cannot be dropped; stop() the client instead',
+                {code: 'invalid_argument'}));
+        }
+        const [sub] = held.splice(at, 1);
+        const key = subscriptionKey(sub);
+        if (key !== null) {
+            this.#dropped.add(key);
+            this.#seen.delete(key);
+        }
+        this.#settleAdds((add) => add.channel === hash, new RealtimeError('unsubscribed before the server took it',
+            {code: 'aborted', reason: 'aborted'}));
+        if (this.#state !== 'running') {
+            return Promise.resolve();
+        }
+        if (this.#transport?.canSend) {
+            return this.#transport.unsubscribe([hash]).then(() => undefined, (err) => {
+                // The channel is gone on our side anyway; the connection keeps it until it reopens.
+                console.warn('realtime: the server did not take an unsubscribe', err);
+            });
+        }
+        this.#reopenForChange();
+        return Promise.resolve();
     }
 
     /** Start (or resume after `stop()`) receiving events. No effect once lost. @returns {this} */
     start() {
         if (this.#state === 'idle' || this.#state === 'stopped') {
             this.#state = 'running';
+            this.#scheduleRenew();
             this.#beginOutage();
             if (this.#transport === null) {
                 this.#use(this.#index, 'start');
@@ -973,6 +1121,8 @@ class RealtimeClient {
         this.#clearTimers();
         clearTimeout(this.#lostTimer);
         this.#lostTimer = null;
+        clearTimeout(this.#renewTimer);
+        this.#renewTimer = null;
         this.#transport?.close();
         this.#setConnection('disconnected');
     }
@@ -1025,9 +1175,230 @@ class RealtimeClient {
             throw new RealtimeError('no open WebSocket to send over, and noFallback was asked',
                 {code: 'no_bidirectional_transport'});
         }
-        const answer = await postJson(this.#options.fetch, `${this.#config.url}/send`, this.#config.usertoken,
+        const post = () => postJson(this.#options.fetch, `${this.#config.url}/send`, this.#config.usertoken,
             {component, payload: body}, options.signal);
-        return answer.response;
+        try {
+            return (await post()).response;
+        } catch (err) {
+            if (err?.code !== 'token_expired' || typeof this.#options.renew !== 'function' || this.#state === 'lost') {
+                throw err;
+            }
+            await this.#renew('expired');
+            return (await post()).response;
+        }
+    }
+
+    /** Add (or renew the token of) one channel: see `subscribe(subscription)`. @param {Subscription} subscription */
+    #add(subscription) {
+        if (typeof subscription.channel !== 'string' || typeof subscription.token !== 'string') {
+            return Promise.reject(new RealtimeError('a subscription needs `channel` and `token`, as POST /api/subscribe '
+                + 'answers', {code: 'invalid_argument'}));
+        }
+        if (this.#state === 'lost') {
+            return Promise.reject(new RealtimeError('the client has given up', {code: 'connection_lost'}));
+        }
+        const sub = {...subscription};
+        const held = this.#config.subscriptions;
+        const at = held.findIndex((s) => s.channel === sub.channel);
+        if (at >= 0) {
+            // A channel the client has: a new token for it, nothing replayed.
+            held[at] = {...held[at], token: sub.token, ...(sub.expires === undefined ? {} : {expires: sub.expires})};
+            this.#scheduleRenew();
+            if (this.#state === 'running' && this.#transport?.canSend) {
+                return this.#transport.subscribe([{channel: sub.channel, token: sub.token}]).then(() => undefined);
+            }
+            if (this.#state === 'running' && this.transport === 'sse') {
+                this.#reopenForChange();
+            }
+            return Promise.resolve();
+        }
+        // Its events after its own cursor: those up to it were before the application minted it
+        // (skipped by the de-duplication), and those between it and the client's cursor are
+        // replayed by moving the cursor back; the other channels' repeats are skipped by id.
+        const key = subscriptionKey(sub);
+        const from = parseCursor(sub.cursor);
+        const now = parseCursor(this.#cursor);
+        const sameEpoch = from !== null && now !== null && from.epoch === now.epoch;
+        if (key !== null) {
+            this.#dropped.delete(key);
+            this.#seen.delete(key);
+            if (sameEpoch) {
+                this.#seen.set(key, from.id);
+            }
+        }
+        const rewind = sameEpoch && from.id < now.id ? sub.cursor : null;
+        held.push(sub);
+        if (rewind !== null) {
+            this.#cursor = rewind;
+        }
+        if (this.#state !== 'running') {
+            return Promise.resolve(); // start() opens with it
+        }
+        const ref = {channel: sub.channel, token: sub.token};
+        if (this.#transport?.canSend) {
+            const transport = this.#transport;
+            const opens = this.#opens;
+            if (rewind !== null) {
+                this.#rewinds += 1;
+            }
+            const settled = () => {
+                if (rewind !== null && this.#opens === opens && this.#rewinds > 0) {
+                    this.#rewinds -= 1;
+                }
+            };
+            return transport.subscribe([ref], rewind === null ? {} : {cursor: rewind}).then(() => { settled(); }, (err) => {
+                settled();
+                if (err?.code === 'connection_lost') {
+                    return undefined; // the reconnect carries it, from the cursor moved back
+                }
+                this.#forget(sub);
+                throw err;
+            });
+        }
+        return new Promise((resolve, reject) => {
+            this.#pendingAdds.push({channel: sub.channel, resolve, reject});
+            this.#reopenForChange();
+        });
+    }
+
+    /** Remove an added channel the server refused. @param {Subscription} sub */
+    #forget(sub) {
+        const held = this.#config.subscriptions;
+        const at = held.indexOf(sub);
+        if (at >= 0 && held.length > 1) {
+            held.splice(at, 1);
+        }
+        const key = subscriptionKey(sub);
+        if (key !== null) {
+            this.#seen.delete(key);
+        }
+    }
+
+    /** Settle the pending adds that `which` selects: resolved, or rejected with `error`. */
+    #settleAdds(which, error) {
+        const settle = this.#pendingAdds.filter(which);
+        this.#pendingAdds = this.#pendingAdds.filter((add) => !which(add));
+        for (const add of settle) {
+            if (error) {
+                add.reject(error);
+            } else {
+                add.resolve();
+            }
+        }
+    }
+
+    /**
+     * The channels or credentials changed while no WebSocket can take a frame: reopen the transport
+     * from the cursor with them, unless a retry is already waiting (it will use them).
+     */
+    #reopenForChange() {
+        // Waiting for a retry, or for fresh credentials before an open: that open takes them.
+        if (this.#state === 'running' && this.#retryTimer === null && !this.#needRenew) {
+            this.#open();
+        }
+    }
+
+    /** Renew the credentials `renewAheadMs` (at most a fifth of their remaining life) before they expire. */
+    #scheduleRenew() {
+        clearTimeout(this.#renewTimer);
+        this.#renewTimer = null;
+        const expires = this.expires;
+        if (typeof this.#options.renew !== 'function' || this.#state !== 'running' || expires === null) {
+            return;
+        }
+        const left = expires - Date.now();
+        const lead = Math.min(this.#options.renewAheadMs, Math.max(0, left) / 5);
+        const delay = Math.max(0, left - lead, this.#lastRenewAt + MIN_RENEW_INTERVAL_MS - Date.now());
+        this.#renewTimer = setTimeout(() => {
+            this.#renewTimer = null;
+            this.#renew('expiring').catch((err) => {
+                // Try again with backoff; if the tokens expire meanwhile the server says so and
+                // the client renews before reconnecting.
+                this.#renewFailures += 1;
+                console.warn('realtime: renewing the credentials failed; trying again', err);
+                if (this.#state === 'running' && this.#renewTimer === null && this.#renewing === null) {
+                    this.#renewTimer = setTimeout(() => { this.#renewTimer = null; this.#scheduleRenew(); },
+                        backoffDelay(this.#renewFailures, this.#options, this.#options.random));
+                }
+            });
+        }, Math.min(delay, 2147483647));
+    }
+
+    /**
+     * Ask the application for fresh credentials (`options.renew`), once at a time, and use them.
+     * Resolves when they are in use; rejects when the function failed (the caller retries).
+     * @param {'expiring'|'expired'} reason
+     * @returns {Promise<void>}
+     */
+    #renew(reason) {
+        if (this.#renewing === null) {
+            this.#renewing = (async () => {
+                try {
+                    const fresh = await this.#options.renew({reason, subscriptions: this.subscriptions});
+                    if (this.#state === 'lost') {
+                        return;
+                    }
+                    if (fresh === null || fresh === undefined) {
+                        this.#lose({reason: 'credential_refused', code: 'renew_refused',
+                            message: 'the renew function gave no credentials (the user may have logged out)'});
+                        throw new RealtimeError('no credentials from the renew function', {code: 'renew_refused'});
+                    }
+                    this.#applyRenewal(fresh);
+                } finally {
+                    this.#renewing = null;
+                    this.#lastRenewAt = Date.now();
+                }
+            })();
+        }
+        return this.#renewing;
+    }
+
+    /** Use the credentials of a renewed page config. @param {any} fresh */
+    #applyRenewal(fresh) {
+        if (!isObject(fresh) || typeof fresh.usertoken !== 'string' || !Array.isArray(fresh.subscriptions)) {
+            throw new RealtimeError('the renew function must return a page config (usertoken, subscriptions)',
+                {code: 'bad_renewal'});
+        }
+        const tokens = new Map(fresh.subscriptions
+            .filter((sub) => isObject(sub) && typeof sub.channel === 'string' && typeof sub.token === 'string')
+            .map((sub) => [sub.channel, sub.token]));
+        const held = this.#config.subscriptions;
+        const kept = held.filter((sub) => tokens.has(sub.channel));
+        if (kept.length === 0) {
+            throw new RealtimeError('the renewed page config has no token for any channel of the client',
+                {code: 'bad_renewal'});
+        }
+        const gone = held.filter((sub) => !tokens.has(sub.channel));
+        for (const sub of gone) {
+            console.warn(`realtime: the renewed config has no token for channel ${sub.channel}; it is dropped`);
+            const key = subscriptionKey(sub);
+            if (key !== null) {
+                this.#dropped.add(key);
+                this.#seen.delete(key);
+            }
+        }
+        this.#config.subscriptions = kept.map((sub) => ({...sub, token: tokens.get(sub.channel)}));
+        this.#config.usertoken = fresh.usertoken;
+        if (Number.isFinite(fresh.expires)) {
+            this.#config.expires = fresh.expires;
+        }
+        this.#needRenew = false;
+        this.#renewFailures = 0;
+        this.#lastRenewAt = Date.now();
+        this.#scheduleRenew();
+        // The live connection: a WebSocket takes the tokens in a frame; an SSE stream is reopened
+        // from the cursor; a poll sends them with its next request.
+        if (this.#state !== 'running' || !this.#opened) {
+            return;
+        }
+        if (this.#transport?.canSend) {
+            const transport = this.#transport;
+            transport.subscribe(subscriptionRefs(this.#config), {usertoken: fresh.usertoken})
+                .then(() => (gone.length > 0 ? transport.unsubscribe(gone.map((sub) => sub.channel)) : undefined))
+                .catch((err) => console.warn('realtime: the server did not take the renewed tokens', err));
+        } else if (this.transport === 'sse') {
+            this.#open();
+        }
     }
 
     /** Switch to transport `index` (closing the current one) and, if running, open it from the cursor. */
@@ -1063,6 +1434,30 @@ class RealtimeClient {
     /** (Re)open the current transport from the cursor; a handshake must succeed within `openTimeoutMs`. */
     #open() {
         this.#opened = false;
+        if (this.#needRenew && typeof this.#options.renew === 'function') {
+            // The server said a token expired: fresh credentials first.
+            const transport = this.#transport;
+            clearTimeout(this.#openTimer);
+            this.#openTimer = null;
+            transport.close();
+            this.#renew('expired').then(() => {
+                if (this.#transport === transport && this.#state === 'running' && !this.#needRenew) {
+                    this.#open();
+                }
+            }, (err) => {
+                if (this.#transport === transport && this.#state === 'running') {
+                    this.#onFailure(new RealtimeError(`renewing the credentials failed: ${err?.message ?? err}`, {
+                        code: err?.code === 'bad_renewal' ? 'bad_renewal' : 'renew_failed', reason: 'server_error',
+                        retryable: true, answered: true, cause: err,
+                    }));
+                }
+            });
+            return;
+        }
+        // The transport is opened from `#cursor`, and what it answers comes after: an added
+        // channel's cursor moved back is in it.
+        this.#rewinds = 0;
+        this.#opens += 1;
         clearTimeout(this.#openTimer);
         this.#openTimer = null;
         const transport = this.#transport;
@@ -1091,6 +1486,7 @@ class RealtimeClient {
         this.#passFailed.clear();
         this.#opened = true;
         this.#worked = true;
+        this.#settleAdds(() => true);
         this.#failures = 0;
         this.#lastFailures = 0;
         clearTimeout(this.#openTimer);
@@ -1185,7 +1581,8 @@ class RealtimeClient {
         }
         this.#onOpened();
         if (answer.recovered === false) {
-            this.#lastId = null;
+            this.#seen.clear();
+            this.#rewinds = 0;
             this.#cursor = answer.cursor;
             this.#hub.publish(RECOVERY_FAILED,
                 {cursor: answer.cursor, message: 'events were missed; reload the state of the page'});
@@ -1197,16 +1594,21 @@ class RealtimeClient {
             if (this.#state !== 'running') {
                 return; // stopped by a listener: keep the old cursor, dedup covers the replay
             }
+            const key = channelKey(event);
+            if (this.#dropped.has(key)) {
+                continue;
+            }
             const id = event.id;
             if (Number.isFinite(id)) {
-                if (this.#lastId !== null && id <= this.#lastId) {
+                const seen = this.#seen.get(key);
+                if (seen !== undefined && id <= seen) {
                     continue;
                 }
-                this.#lastId = id;
+                this.#seen.set(key, id);
             }
             this.#hub.publish(EVENT, event);
         }
-        if (this.#state === 'running') {
+        if (this.#state === 'running' && this.#rewinds === 0) {
             this.#cursor = answer.cursor;
         }
     }
@@ -1217,6 +1619,26 @@ class RealtimeClient {
             return;
         }
         this.#clearTimers();
+        if (error.code === 'token_expired' && typeof this.#options.renew === 'function') {
+            // Renewable: fresh credentials, then reopen from the cursor. A stream the server ended
+            // at expiry is a planned end, like a drain: reopened soon, spread.
+            this.#needRenew = true;
+            error = new RealtimeError(error.message, {
+                code: 'token_expired', status: error.status, reason: 'credential_refused', retryable: true,
+                immediate: true, answered: true, closeCode: error.closeCode, cause: error,
+            });
+        }
+        if (!error.retryable && this.#pendingAdds.length > 0
+            && (error.reason === 'credential_refused' || error.reason === 'rejected')) {
+            // The reopen with added channels was refused: those channels go, the others go on.
+            const refused = new Set(this.#pendingAdds.map((add) => add.channel));
+            for (const sub of this.#config.subscriptions.filter((s) => refused.has(s.channel))) {
+                this.#forget(sub);
+            }
+            this.#settleAdds(() => true, error);
+            this.#open();
+            return;
+        }
         if (!error.retryable) {
             this.#lose({reason: error.reason, status: error.status || undefined, code: error.code, message: error.message});
             return;
@@ -1282,11 +1704,43 @@ class RealtimeClient {
     #lose(info) {
         this.stop();
         this.#state = 'lost';
+        this.#settleAdds(() => true, new RealtimeError(info.message ?? 'the client has given up', {code: 'connection_lost'}));
         if (!this.#lost) {
             this.#lost = true;
             this.#hub.publish(CONNECTION_LOST, withoutUndefined({...info, retrying: false, transport: this.transport}));
         }
     }
+}
+
+/**
+ * The key of a channel by its fields, the same for an event and for the subscription of its
+ * channel. @param {any} x
+ */
+function channelKey(x) {
+    return JSON.stringify([x.contextid, x.component, x.area, x.itemid ?? 0, x.channeldetails ?? x.details ?? '']);
+}
+
+/** The key of a subscription's channel, or null when it lacks the channel's fields. @param {any} sub */
+function subscriptionKey(sub) {
+    return sub.contextid !== undefined && typeof sub.component === 'string' && typeof sub.area === 'string'
+        ? channelKey(sub) : null;
+}
+
+/** `EPOCH:ID` (docs/protocol.md), or null. @param {unknown} cursor */
+function parseCursor(cursor) {
+    if (typeof cursor !== 'string') {
+        return null;
+    }
+    const at = cursor.lastIndexOf(':');
+    const id = Number(cursor.slice(at + 1));
+    return at > 0 && Number.isSafeInteger(id) ? {epoch: cursor.slice(0, at), id} : null;
+}
+
+/** When a token `v1.<user>.<expires>.<mac>` expires (Unix seconds), or undefined. @param {unknown} token */
+function tokenExpiry(token) {
+    const parts = typeof token === 'string' ? token.split('.') : [];
+    const expires = parts.length === 4 && parts[0] === 'v1' ? Number(parts[2]) : NaN;
+    return Number.isSafeInteger(expires) ? expires : undefined;
 }
 
 /** @param {any} event */
@@ -1326,12 +1780,31 @@ export function init(config, options) {
 }
 
 /**
- * Listen to a topic of the default client; works before `init`.
- * @param {string} topic @param {(data: any) => void} listener
- * @returns {() => void} unsubscribe
+ * Listen to a topic of the default client (works before `init`), or — given a subscription from
+ * `POST /api/subscribe` — add a channel to it (see `RealtimeClient#subscribe`).
+ * @param {string|Subscription} topic @param {(data: any) => void} [listener]
+ * @returns {(() => void) | Promise<void>}
  */
 export function subscribe(topic, listener) {
+    if (isObject(topic)) {
+        if (!defaultClient) {
+            return Promise.reject(new RealtimeError('realtime: init() has not been called', {code: 'not_initialised'}));
+        }
+        return defaultClient.subscribe(topic);
+    }
     return defaultHub.subscribe(topic, listener);
+}
+
+/**
+ * Drop a channel (its hash or subscription) from the default client.
+ * @param {string|Subscription} channel
+ * @returns {Promise<void>}
+ */
+export function unsubscribe(channel) {
+    if (!defaultClient) {
+        return Promise.reject(new RealtimeError('realtime: init() has not been called', {code: 'not_initialised'}));
+    }
+    return defaultClient.unsubscribe(channel);
 }
 
 /**
