@@ -1312,6 +1312,9 @@ class RealtimeClient {
         this.#renewTimer = setTimeout(() => {
             this.#renewTimer = null;
             this.#renew('expiring').catch((err) => {
+                if (this.#state !== 'running') {
+                    return; // given up (the renew function gave nothing), or stopped
+                }
                 // Try again with backoff; if the tokens expire meanwhile the server says so and
                 // the client renews before reconnecting.
                 this.#renewFailures += 1;
