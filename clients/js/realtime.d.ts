@@ -36,6 +36,21 @@ export interface Subscription {
     area?: string;
     itemid?: number;
     channeldetails?: string;
+    /**
+     * `POST /api/subscribe` only: the store's head when the application minted it. A channel added
+     * with `subscribe(subscription)` gets its events after this cursor.
+     */
+    cursor?: string;
+    /** `POST /api/subscribe` only: when the token expires (Unix seconds). */
+    expires?: number;
+}
+
+/** What a renew function is asked with. */
+export interface RenewRequest {
+    /** `expiring` (before expiry, ahead by `renewAheadMs`) or `expired` (the server said so). */
+    reason: 'expiring' | 'expired';
+    /** The channels the client has now: the renewed config must carry a token for each. */
+    subscriptions: Subscription[];
 }
 
 /** The answer of `POST /api/page`, embedded by the application in its page. */
@@ -183,6 +198,17 @@ export interface ClientOptions {
     shortPollDelayMs?: number;
     /** Random source in [0, 1) for the jitter (default Math.random). */
     random?: () => number;
+    /**
+     * Fresh credentials from the application's own endpoint: a page config (as `POST /api/page`
+     * answers) with `usertoken` and a token for each of `subscriptions`. Called `renewAheadMs`
+     * before the first token expires and when the server says one has (WebSocket close 4010, SSE
+     * `token_expired`, HTTP 401 `token_expired`); the client goes on from its cursor. A rejection is
+     * retried with backoff; `null` ends the client (CONNECTION_LOST `renew_refused`). Without it, an
+     * expired token is final (CONNECTION_LOST `credential_refused`, code `token_expired`).
+     */
+    renew?: ((request: RenewRequest) => Promise<PageConfig | null> | PageConfig | null) | null;
+    /** How long before expiry to renew (default 60000; at most a fifth of the tokens' remaining life). */
+    renewAheadMs?: number;
 }
 
 export interface SendOptions {
@@ -239,6 +265,19 @@ export interface RealtimeClient {
     readonly transports: TransportName[];
     /** The transport set by force(), or null. */
     readonly forced: TransportName | null;
+    /** The channels received now (copies of their subscriptions, with the tokens in use). */
+    readonly subscriptions: Subscription[];
+    /** When the first token in use expires (Unix ms), or null when unknown. */
+    readonly expires: number | null;
+    /**
+     * Receive one more channel (a subscription from `POST /api/subscribe`): its events after its
+     * own `cursor`, once, merged with the others; nothing replayed for the channels already there.
+     * For a channel the client has, renews its token. Resolves when the server has taken it;
+     * rejects (and the channel is not added) when it refuses the token.
+     */
+    subscribe(subscription: Subscription): Promise<void>;
+    /** Stop receiving a channel (hash or subscription). Rejects `invalid_argument` for the last one. */
+    unsubscribe(channel: string | Subscription): Promise<void>;
     subscribe<P = unknown>(topic: typeof EVENT, listener: (event: RealtimeEvent<P>) => void): Unsubscribe;
     subscribe(topic: typeof CONNECTION_LOST, listener: (error: ConnectionLost) => void): Unsubscribe;
     subscribe(topic: typeof CONNECTION_RESTORED, listener: (info: ConnectionRestored) => void): Unsubscribe;
@@ -278,6 +317,10 @@ export function subscribe(topic: typeof STATE_CHANGED, listener: (change: StateC
 export function subscribe(topic: typeof RECOVERY_FAILED, listener: (info: RecoveryFailed) => void): Unsubscribe;
 export function subscribe(topic: typeof TRANSPORT_CHANGED, listener: (change: TransportChanged) => void): Unsubscribe;
 export function subscribe(topic: string, listener: (data: any) => void): Unsubscribe;
+/** Add a channel to the default client (see {@link RealtimeClient.subscribe}); rejects `not_initialised` before init(). */
+export function subscribe(subscription: Subscription): Promise<void>;
+/** Drop a channel from the default client. */
+export function unsubscribe(channel: string | Subscription): Promise<void>;
 
 /** Through the default client; rejects with code `not_initialised` before init(). */
 export function sendToServer<R = any>(component: string, payload: unknown, options?: SendOptions): Promise<R>;
@@ -294,7 +337,10 @@ export function backoffDelay(attempt: number,
     options: {backoffBaseMs: number; backoffMaxMs: number; backoffJitter: number},
     random: () => number, retryAfterMs?: number): number;
 
-/** What a WebSocket close code (and the `error` frame before it) means: only 4001 and 4002 are final. */
+/**
+ * What a WebSocket close code (and the `error` frame before it) means: only 4001, 4002 and 4010
+ * are final, and 4010 (token expired) not when the client has a renew function.
+ */
 export function classifyClose(closeCode: number, errorFrame?: {code?: string} | null):
     {code: string; reason: string; retryable: boolean; immediate: boolean; answered: boolean};
 

@@ -14,9 +14,11 @@
  *     Realtime.subscribe(Realtime.STATE_CHANGED, ({state}) => { ... });  // connecting/connected/disconnected
  *     Realtime.subscribe(Realtime.RECOVERY_FAILED, (info) => { ... });
  *     Realtime.subscribe(Realtime.TRANSPORT_CHANGED, ({transport}) => { ... });
- *     const client = Realtime.init(pageConfig);
+ *     const client = Realtime.init(pageConfig, {renew: () => fetch('/my/config').then((r) => r.json())});
  *     const answer = await Realtime.sendToServer('mod_x', {any: 'json'});
  *     client.force('poll');        // use only that transport; force(null): choose again
+ *     await Realtime.subscribe(subscription);   // one more channel (POST /api/subscribe's answer)
+ *     await Realtime.unsubscribe(subscription.channel);
  *
  * Several independent clients: `createClient(config, options).start()`.
  *
@@ -62,9 +64,16 @@
  *   transport that works tries the best one again after `climbAfterMs`
  *   (closing the current one; if the better one fails to open, the client moves
  *   down again at once).
+ * - credentials: with `options.renew`, fresh ones are asked for `renewAheadMs`
+ *   before the first token expires and when the server says one has (close
+ *   4010, SSE `token_expired`, HTTP 401 `token_expired`); without it an
+ *   expired token is final.
  * Every (re)open sends the cursor of the last delivered event, so switching
- * loses nothing; events are published once each, in ascending id order
- * (high-water mark of delivered ids, reset on `recovered: false`).
+ * loses nothing; events are published once each, in ascending id order per
+ * channel (high-water mark of delivered ids per channel, reset on
+ * `recovered: false`); a channel added with `subscribe(subscription)` gets its
+ * backlog from its own cursor by moving the cursor back, the repeats of the
+ * others being dropped by that mark.
  *
  * @module realtime
  */
