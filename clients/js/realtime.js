@@ -345,6 +345,9 @@ class PollTransport {
     /** @param {number} generation @param {string|null} cursor */
     async loop(generation, cursor) {
         const {config, fetch: fetchFn, options: {pollTimeoutMs, shortPollDelayMs}} = this.context;
+        // The first poll of a run asks for an answer at once (`wait: false`): the client learns
+        // that polling works now, not at the first event or after the server's wait (30 s).
+        let first = true;
         while (generation === this.generation) {
             const started = Date.now();
             const abort = new AbortController();
@@ -356,7 +359,7 @@ class PollTransport {
                 // The client's current credentials and channels, read at each poll: a renewal or
                 // an added channel takes effect with the next request.
                 answer = await postJson(fetchFn, `${config.url}/poll`, config.usertoken,
-                    {subscriptions: subscriptionRefs(config), cursor}, abort.signal);
+                    {subscriptions: subscriptionRefs(config), cursor, ...(first ? {wait: false} : {})}, abort.signal);
                 if (!Array.isArray(answer.events) || typeof answer.cursor !== 'string') {
                     throw badResponse('poll answer lacks events or cursor', 200);
                 }
@@ -382,7 +385,9 @@ class PollTransport {
                 console.error('realtime: delivering a batch failed', err);
             }
             const rest = shortPollDelayMs - (Date.now() - started);
-            if (answer.events.length === 0 && rest > 0 && generation === this.generation) {
+            const quick = first;
+            first = false;
+            if (!quick && answer.events.length === 0 && rest > 0 && generation === this.generation) {
                 await new Promise((resolve) => { this.pause = {timer: setTimeout(resolve, rest), resolve}; });
                 if (generation === this.generation) {
                     this.pause = null;

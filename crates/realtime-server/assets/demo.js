@@ -16,6 +16,8 @@
 // - the connection badge follows client.connectionState (STATE_CHANGED): connected, connecting…,
 //   disconnected (reconnecting); an outage past the client's lostAfterMs (CONNECTION_LOST with
 //   retrying: true) shows a "reconnecting" banner until CONNECTION_RESTORED;
+// - credentials are renewed before they expire (the client's `renew` option: GET /demo/config, the
+//   endpoint an application gives its pages), shown in #credentials;
 // - a final CONNECTION_LOST (retrying: false) is shown once, prominently, with its reason;
 //   RECOVERY_FAILED as a notice.
 //
@@ -36,6 +38,7 @@
 //                                            restoredAfterMs once CONNECTION_RESTORED came})
 //   state.restored                          how many CONNECTION_RESTORED
 //   state.recoveryFailed                    how many RECOVERY_FAILED
+//   state.renewals[]                        {reason, at, expires} per renewal of the credentials (GET /demo/config)
 //   state.eventsTotal, state.otherEvents    events received; those that were not part of a run
 //   state.runs[runid]                       {runid, source: 'page'|'external', count, delayMs, status,
 //                                            received (distinct seqs), seqs[], ids[], duplicates,
@@ -57,7 +60,7 @@
 //   #push-status[data-status], #push-answered[data-ok][data-count], #push-roundtrip, #push-errors,
 //   #push-via, #push-reset, #lost-banner[data-reason], #lost-reason, #lost-message,
 //   #connection-state[data-state][data-retrying], #connection-since, #outage-banner, #outage-message,
-//   #recovery-notice, #recovery-count, #page-error, #transport-log.
+//   #recovery-notice, #recovery-count, #page-error, #transport-log, #credentials[data-renewals].
 
 import * as Realtime from '/demo/realtime.js';
 
@@ -72,6 +75,7 @@ const TRANSPORT_NAMES = ['websocket', 'sse', 'poll'];
 const $ = (id) => document.getElementById(id);
 
 const state = {
+    renewals: [],
     transport: null,
     forced: null,
     transports: [],
@@ -145,12 +149,24 @@ function start() {
         }
         return fetch(input, init);
     };
+    // Fresh credentials from the demo's own endpoint, as an application's page would get them.
+    const renew = async ({reason}) => {
+        const response = await fetch(`${config.url}/config`, {cache: 'no-store'});
+        if (!response.ok) {
+            throw new Error(`GET ${config.url}/config: HTTP ${response.status}`);
+        }
+        const fresh = await response.json();
+        state.renewals.push({reason, at: Date.now(), expires: fresh.expires});
+        setTimeout(renderCredentials, 0);
+        return fresh;
+    };
     try {
-        client = Realtime.init(config, {fetch: countingFetch});
+        client = Realtime.init(config, {fetch: countingFetch, renew});
     } catch (err) {
         showPageError(`The client could not start: ${err.message}`);
         return;
     }
+    renderCredentials();
     state.transports = client.transports;
     state.transport = client.transport;
     state.connection = client.connectionState;
@@ -226,6 +242,15 @@ function onTransportChanged({transport, previous, reason}) {
     $('transport-log').prepend(li);
     trim($('transport-log'));
     renderConnection();
+}
+
+/** The credentials line: when they expire, how often they were renewed. */
+function renderCredentials() {
+    const el = $('credentials');
+    const expires = client?.expires;
+    el.dataset.renewals = String(state.renewals.length);
+    el.textContent = (expires ? `valid until ${new Date(expires).toLocaleTimeString()}` : 'no expiry known')
+        + (state.renewals.length > 0 ? ` · renewed ${state.renewals.length}×` : '');
 }
 
 function onStateChanged({state: now, previous, transport, retrying}) {

@@ -153,6 +153,7 @@ fn router(rt: &Realtime, auto: bool) -> Router {
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
         .route("/events", post(events))
+        .route("/config", get(fresh_config))
         .route("/time", get(|| async { Json(json!({"time": now_ms()})) }))
         .layer(Extension(Arc::new(Runs::new())))
         .with_state(rt.clone());
@@ -184,11 +185,23 @@ fn asset(kind: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-async fn page(State(rt): State<Realtime>, headers: HeaderMap) -> Result<Response, Error> {
+/// The demo page's config: as `POST /api/page` makes it, for the demo's user and channel.
+async fn demo_config(rt: &Realtime, headers: &HeaderMap) -> Result<realtime::PageConfig, Error> {
     // As `POST /api/page` does: `server.public_url`, else the request's host; the demo
     // node's endpoints are under `/demo`.
-    let url = format!("{}/demo", realtime::api::base_url(&rt, &headers));
-    let config = rt.page(DEMO_USER, &[demo_channel()], url).await?;
+    let url = format!("{}/demo", realtime::api::base_url(rt, headers));
+    rt.page(DEMO_USER, &[demo_channel()], url).await
+}
+
+/// `GET /demo/config`: a fresh page config, the page's `renew` function (the endpoint an
+/// application provides for its pages: here without a login, as the page itself).
+async fn fresh_config(State(rt): State<Realtime>, headers: HeaderMap) -> Result<Response, Error> {
+    let config = demo_config(&rt, &headers).await?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(config)).into_response())
+}
+
+async fn page(State(rt): State<Realtime>, headers: HeaderMap) -> Result<Response, Error> {
+    let config = demo_config(&rt, &headers).await?;
     let config =
         serde_json::to_string(&config).map_err(|e| Error::Internal(format!("page config: {e}")))?;
     // Inside a <script type="application/json"> nothing but "</" can end the element early.

@@ -2,7 +2,8 @@
 //!
 //! The request waits on the hub (never on the database) for up to `poll.request_timeout_secs`
 //! and answers as soon as an event for one of its channels exists; a timeout of 0 is short
-//! polling. On shutdown open polls answer at once, empty, with their cursor.
+//! polling, and so is a request with `"wait": false` (a client's first poll: it learns at once
+//! that the transport works). On shutdown open polls answer at once, empty, with their cursor.
 //!
 //! An answer holds at most `limits.poll_events` events and about `limits.batch_bytes` bytes of
 //! them; its cursor points at the last event included, so the next poll gets the rest. A poll
@@ -32,6 +33,15 @@ pub struct PollRequest {
     /// Where the client is; absent means "from now".
     #[serde(default)]
     pub cursor: Option<Cursor>,
+    /// `false`: answer at once, even with no events (a client's first poll, which shows that the
+    /// transport works without waiting for an event). Default `true`: wait up to
+    /// `poll.request_timeout_secs`.
+    #[serde(default = "wait_by_default")]
+    pub wait: bool,
+}
+
+fn wait_by_default() -> bool {
+    true
 }
 
 /// `POST /poll`, with `Authorization: Bearer <usertoken>`.
@@ -46,7 +56,11 @@ pub async fn poll(
     let _permits = limits.connect(user, ip)?;
     let hub = rt.hub();
     let cursor = req.cursor.unwrap_or_else(|| hub.head());
-    let timeout = Duration::from_secs(rt.config().poll.request_timeout_secs);
+    let timeout = if req.wait {
+        Duration::from_secs(rt.config().poll.request_timeout_secs)
+    } else {
+        Duration::ZERO
+    };
     let mut batch = hub
         .wait(
             &hashes,
