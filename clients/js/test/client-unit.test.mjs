@@ -44,8 +44,11 @@ test('first poll sends the page cursor, token and subscriptions; next poll sends
     assert.equal(first.url, 'http://realtime.invalid/poll');
     assert.equal(first.headers.Authorization, 'Bearer UT');
     assert.equal(first.headers['Content-Type'], 'application/json');
-    assert.deepEqual(first.body, {subscriptions: [{channel: 'h1', token: 't1'}, {channel: 'h2', token: 't2'}], cursor: 'c0'});
+    // The first poll of a run asks for an answer at once (wait: false); the next ones wait.
+    assert.deepEqual(first.body, {subscriptions: [{channel: 'h1', token: 't1'}, {channel: 'h2', token: 't2'}], cursor: 'c0',
+        wait: false});
     assert.equal(second.body.cursor, 'c1');
+    assert.equal(second.body.wait, undefined);
     assert.deepEqual(events, [ev(1)]);
     assert.equal(client.cursor, 'c1');
     assert.equal(fake.maxInFlight, 1);
@@ -304,14 +307,15 @@ test('fast answers without events space polls by shortPollDelayMs; answers with 
 });
 
 test('stop() during the short-poll pause: no further poll', async (t) => {
-    const {fake, client} = setup(t, [answer([], 'c1')], {shortPollDelayMs: 80});
+    // The first answer (wait: false) is followed at once by a waiting poll; the pause comes after that.
+    const {fake, client} = setup(t, [answer([], 'c1'), answer([], 'c2')], {shortPollDelayMs: 80});
     client.start();
-    await waitFor(() => fake.calls.length === 1);
+    await waitFor(() => fake.calls.length === 2);
     await sleep(10);
     client.stop();
     await sleep(120);
-    assert.equal(fake.calls.length, 1);
+    assert.equal(fake.calls.length, 2);
     client.start();
-    await waitFor(() => fake.calls.length === 2);
-    assert.equal(fake.calls[1].body.cursor, 'c1');
+    await waitFor(() => fake.calls.length === 3);
+    assert.equal(fake.calls[2].body.cursor, 'c2');
 });

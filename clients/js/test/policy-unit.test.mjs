@@ -87,7 +87,7 @@ test('a transport that fails to open is left for the next at once; each resumes 
     await waitFor(() => ids().length === 1);
     assert.ok(Date.now() - started < 1000, 'no backoff on the way (backoffBaseMs is 60 s)');
     assert.equal(fake.calls[0].url, es.url, 'the status probe GETs the same URL');
-    assert.deepEqual(fake.calls[1].body, {subscriptions: REFS, cursor: 'c0'});
+    assert.deepEqual(fake.calls[1].body, {subscriptions: REFS, cursor: 'c0', wait: false});
     assert.ok(es.closed, 'the EventSource was closed, not left to retry by itself');
     assert.deepEqual(used(), ['websocket:start', 'sse:fallback', 'poll:fallback']);
     assert.equal(client.transport, 'poll');

@@ -291,3 +291,35 @@ async fn unsubscribe_drops_a_channel_but_not_the_last() {
     assert_eq!(events[0]["id"], again);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_poll_with_wait_false_answers_at_once_even_empty() {
+    // The server would wait 5 minutes for an event; the client's first poll must not.
+    let server = TestServer::start(config(|c| c.poll.request_timeout_secs = 300)).await;
+    let ch = channel("mod_x", "quick", 0);
+    let page = server.page(12, json!([ch])).await;
+    let subs: Vec<Value> = page["subscriptions"]
+        .as_array()
+        .expect("subs")
+        .iter()
+        .map(|s| json!({"channel": s["channel"], "token": s["token"]}))
+        .collect();
+    let body = json!({"subscriptions": subs, "cursor": page["cursor"], "wait": false});
+    let (status, answer) = tokio::time::timeout(
+        Duration::from_secs(60),
+        server.post("/poll", page["usertoken"].as_str(), body.to_string()),
+    )
+    .await
+    .expect("answered without waiting for an event");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["events"], json!([]));
+    assert_eq!(answer["recovered"], true);
+    assert_eq!(answer["cursor"], page["cursor"]);
+    // A wrong type is refused, naming the field.
+    let bad = json!({"subscriptions": subs, "wait": "no"});
+    let (status, answer) = server
+        .post("/poll", page["usertoken"].as_str(), bad.to_string())
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    server.stop().await;
+}
