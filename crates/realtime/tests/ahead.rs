@@ -172,3 +172,55 @@ async fn websocket_with_a_cursor_ahead_of_the_head_is_not_recovered_and_gets_the
     drop(socket);
     server.stop().await;
 }
+
+/// The practice `docs/deploy.md` recommends after a restore: with every process stopped, the
+/// epoch row deleted (`DELETE FROM meta WHERE key = 'epoch'`, as `sqlite3` runs it), so that
+/// the next start makes a new one. A client that comes back only after the restored store has
+/// handed out ids past its cursor — which the head check alone cannot tell from a client that
+/// saw them — is still told `recovered: false`, and resumes from there.
+#[tokio::test]
+async fn a_new_epoch_after_the_restore_tells_a_cursor_the_store_has_passed() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (server, page, later) = restored_server(data.path()).await;
+    server.stop().await;
+    let db = rusqlite::Connection::open(data.path().join("realtime.db")).expect("open");
+    db.execute("DELETE FROM meta WHERE key = 'epoch'", [])
+        .expect("delete the epoch");
+    drop(db);
+
+    let server = start(data.path()).await;
+    let ch = channel("mod_x", "restore", 0);
+    let mut ids = Vec::new();
+    for n in 1..=4 {
+        ids.push(server.notify(ch.clone(), json!({"after": n})).await);
+    }
+    assert_eq!(ids, vec![4, 5, 6, 7], "past the client's cursor (6)");
+    let (status, body) = server.poll(&page, &later).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["recovered"], false, "{body}");
+    assert_eq!(body["events"], json!([]));
+    let mut cursor = body["cursor"].clone();
+    let renewed = epoch_of(&cursor);
+    assert_ne!(renewed, epoch_of(&later), "a new epoch");
+    // From the node's head (7, or less while its tail has not read them all), every later
+    // event once.
+    let from = cursor
+        .as_str()
+        .and_then(|c| c.rsplit_once(':'))
+        .and_then(|(_, id)| id.parse::<i64>().ok())
+        .expect("a cursor");
+    assert!((3..=7).contains(&from), "{cursor}");
+    let next = server.notify(ch, json!({"after": 5})).await;
+    let mut got = Vec::new();
+    while got.last() != Some(&next) {
+        let (status, body) = server.poll(&page, &cursor).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["recovered"], true, "{body}");
+        for e in body["events"].as_array().expect("events") {
+            got.push(e["id"].as_i64().expect("an id"));
+        }
+        cursor = body["cursor"].clone();
+    }
+    assert_eq!(got, ((from + 1)..=next).collect::<Vec<_>>());
+    server.stop().await;
+}

@@ -191,42 +191,68 @@ impl Drop for PrivatePostgres {
     }
 }
 
-/// A Redis server of a test's own, without persistence (as the machine's), on a free port, so
-/// that the test can kill and restart it without disturbing other tests.
+/// A Redis server of a test's own, without persistence (as the machine's) unless made with
+/// [`PrivateRedis::with_rdb`], on a free port, so that the test can kill and restart it without
+/// disturbing other tests.
 pub struct PrivateRedis {
     pub port: u16,
     child: Option<Child>,
+    /// Where it keeps `dump.rdb` (written by `SAVE` only, loaded at start), when it persists.
+    rdb_dir: Option<std::path::PathBuf>,
 }
 
 impl PrivateRedis {
     pub fn start() -> PrivateRedis {
+        Self::start_in(None)
+    }
+
+    /// One that loads `dir/dump.rdb` when it starts and writes it on `SAVE` (never by itself):
+    /// a backup is a copy of that file, a restore puts one back before a start.
+    pub fn with_rdb(dir: &Path) -> PrivateRedis {
+        Self::start_in(Some(dir.to_path_buf()))
+    }
+
+    fn start_in(rdb_dir: Option<std::path::PathBuf>) -> PrivateRedis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("bind")
             .local_addr()
             .expect("addr")
             .port();
-        let mut r = PrivateRedis { port, child: None };
+        let mut r = PrivateRedis {
+            port,
+            child: None,
+            rdb_dir,
+        };
         r.up();
         r
+    }
+
+    /// The RDB file it loads at start and writes on `SAVE`, when it persists.
+    pub fn rdb(&self) -> Option<std::path::PathBuf> {
+        self.rdb_dir.as_ref().map(|d| d.join("dump.rdb"))
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts redis-server (empty: nothing persists) and waits until it answers.
+    /// Starts redis-server (empty, or with what its RDB file holds) and waits until it answers.
     pub fn up(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        if let Some(dir) = &self.rdb_dir {
+            cmd.arg("--dir").arg(dir).args(["--dbfilename", "dump.rdb"]);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -239,7 +265,7 @@ impl PrivateRedis {
         }
     }
 
-    /// Kills it (SIGKILL): everything it held is gone.
+    /// Kills it (SIGKILL): everything it held (since its last `SAVE`, when it persists) is gone.
     pub fn down(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

@@ -144,6 +144,7 @@ where
     resume_exactly_once_through_a_hub(make().await, 10_000).await;
     resume_exactly_once_through_a_hub(make().await, 3).await;
     retention_is_told_through_a_hub(make().await).await;
+    a_cursor_ahead_of_the_head_is_told_through_a_hub(make().await).await;
     hostile_values_round_trip(make().await).await;
     hostile_values_round_trip_through_a_hub(make().await, 10_000).await;
     hostile_values_round_trip_through_a_hub(make().await, 1).await;
@@ -476,6 +477,117 @@ async fn retention_is_told_through_a_hub(e: Arc<dyn Engine>) {
         resumed.events.iter().map(|ev| ev.id).collect::<Vec<_>>(),
         vec![next[0].id]
     );
+    cancel.cancel();
+}
+
+/// A cursor ahead of the engine's head in its epoch — what a client holds when the store went
+/// back to a backup, whose ids above the head will be handed out again — is answered
+/// `recovered: false` with the head, by `fetch` and at once by a long-poll's `wait`; the events
+/// that then take those ids are delivered after it. A cursor ahead only of a hub that lags the
+/// engine (a client coming from a faster node) resumes as usual.
+async fn a_cursor_ahead_of_the_head_is_told_through_a_hub(e: Arc<dyn Engine>) {
+    // Made before the appends, with no tail: a node that has not read them yet.
+    let lagging = crate::hub::Hub::new(e.clone(), 10_000).await.expect("hub");
+    let (hub, cancel) = hub_over(e.clone(), 10_000).await;
+    let stored = e
+        .append(
+            (0..3)
+                .map(|i| new_event("mod_ahead", "x", 0, &i.to_string()))
+                .collect(),
+        )
+        .await
+        .expect("append");
+    let head = stored[2].id;
+    hub_reaches(&hub, head).await;
+    let hash = stored[0].hash.clone();
+    let hashes = std::slice::from_ref(&hash);
+    let epoch = hub.head().epoch;
+    let at_head = crate::Cursor {
+        epoch: epoch.clone(),
+        id: head,
+    };
+    let ahead = crate::Cursor {
+        epoch,
+        id: EventId(head.0 + 3),
+    };
+
+    let batch = hub.fetch(hashes, &ahead, 100).await.expect("fetch");
+    assert!(
+        !batch.recovered,
+        "a cursor ahead of the head is told, not answered as caught up: {batch:?}"
+    );
+    assert!(batch.events.is_empty());
+    assert_eq!(batch.cursor, at_head, "it continues from the head");
+    let cancel_wait = tokio_util::sync::CancellationToken::new();
+    // A long-poll answers at once (its timeout would answer `recovered: true`).
+    let waited = hub
+        .wait(
+            hashes,
+            ahead.clone(),
+            100,
+            Duration::from_secs(30),
+            &cancel_wait,
+        )
+        .await
+        .expect("wait");
+    assert!(!waited.recovered, "a long-poll is told too: {waited:?}");
+    assert_eq!(waited.cursor, at_head);
+    let behind = lagging.fetch(hashes, &at_head, 100).await.expect("fetch");
+    assert!(
+        behind.recovered,
+        "a cursor ahead of a lagging node but not of the engine resumes: {behind:?}"
+    );
+    assert_eq!(behind.cursor, at_head);
+
+    // A long-poll from the cursor given waits for the events that take the ids again.
+    let waiter = {
+        let hub = hub.clone();
+        let (hash, cursor) = (hash.clone(), batch.cursor.clone());
+        tokio::spawn(async move {
+            let cancel = tokio_util::sync::CancellationToken::new();
+            hub.wait(
+                std::slice::from_ref(&hash),
+                cursor,
+                100,
+                Duration::from_secs(30),
+                &cancel,
+            )
+            .await
+        })
+    };
+    let reused = e
+        .append(
+            (0..2)
+                .map(|i| new_event("mod_ahead", "x", 0, &format!("\"again {i}\"")))
+                .collect(),
+        )
+        .await
+        .expect("append");
+    let ids: Vec<EventId> = reused.iter().map(|s| s.id).collect();
+    assert_eq!(
+        ids,
+        vec![EventId(head.0 + 1), EventId(head.0 + 2)],
+        "the ids the cursor had passed are handed out"
+    );
+    let woken = waiter.await.expect("task").expect("wait");
+    assert!(woken.recovered);
+    assert_eq!(
+        woken.events.first().map(|ev| ev.id),
+        Some(ids[0]),
+        "the long-poll gets the first event that took an id again"
+    );
+    hub_reaches(&hub, ids[1]).await;
+    let resumed = hub.fetch(hashes, &batch.cursor, 100).await.expect("fetch");
+    assert!(resumed.recovered);
+    assert_eq!(
+        resumed.events.iter().map(|ev| ev.id).collect::<Vec<_>>(),
+        ids,
+        "every event after the head given, once"
+    );
+    // The old cursor is still ahead (of the new head): told again, from the new head.
+    let again = hub.fetch(hashes, &ahead, 100).await.expect("fetch");
+    assert!(!again.recovered);
+    assert_eq!(again.cursor.id, ids[1]);
     cancel.cancel();
 }
 

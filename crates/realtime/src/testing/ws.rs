@@ -42,9 +42,12 @@ pub enum Next {
     Timeout,
 }
 
+/// The next text frame or the close, within `wait` in all (pings and pongs, skipped, do not
+/// extend it: a server that pings more often than `wait` still times out).
 pub async fn next(ws: &mut Socket, wait: Duration) -> Next {
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
-        match tokio::time::timeout(wait, ws.next()).await {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
             Err(_) => return Next::Timeout,
             Ok(None) | Ok(Some(Err(_))) => return Next::Closed(None),
             Ok(Some(Ok(Message::Text(t)))) => {
