@@ -138,3 +138,15 @@ test('an added channel the server refuses: rejected with its code, removed, the 
     assert.deepEqual(rec.lost, []);
     await assert.rejects(rec.client.subscribe({channel: 'h4'}), {code: 'invalid_argument'});
 });
+
+test('recovered: false (a restored store) resets the de-duplication: the reused ids are delivered', (t) => {
+    const rec = connected(t, config(3600));
+    const socket = rec.WS.instances[0];
+    socket.receive({type: 'event', cursor: 'E:12', event: event(12)});
+    // The store was restored to head 3: the server says so, and ids 4, 5 are new events.
+    socket.receive({type: 'not_recovered', cursor: 'E:3'});
+    socket.receive({type: 'event', cursor: 'E:4', event: event(4)});
+    socket.receive({type: 'event', cursor: 'E:5', event: event(5)});
+    assert.deepEqual(rec.events.map((e) => e.id), [12, 4, 5]);
+    assert.equal(rec.client.cursor, 'E:5');
+});
