@@ -6,33 +6,13 @@ import assert from 'node:assert/strict';
 import {createHmac} from 'node:crypto';
 import {rmSync} from 'node:fs';
 import {test} from 'node:test';
-import {Server, tempDataDir} from './support/server.mjs';
+import {tempDataDir} from './support/server.mjs';
+import {runPayload, scenario} from './support/scenario.mjs';
 import {
-    demoState, fetchPageConfig, forceTransport, patchPageConfig, launch, openDemo, screenshot, until, waitForState, watchNetwork,
+    demoState, fetchPageConfig, forceTransport, patchPageConfig, openDemo, screenshot, until, waitForState,
 } from './support/browser.mjs';
 
 const SECRET = 'e2e-secret-0123456789abcdef0123456789abcdef';
-
-/** Start a server, open a browser, run `body({server, page, errors, network})`, screenshot, clean up. */
-async function scenario(t, name, {env = {}} = {}, body) {
-    const server = await new Server({env}).start();
-    const {page, errors, close} = await launch();
-    try {
-        const network = watchNetwork(page);
-        await body({server, page, errors, network, t});
-        await screenshot(page, name);
-        assert.deepEqual(errors.filter((e) => e.startsWith('pageerror')), [], 'no uncaught errors in the page');
-    } catch (err) {
-        await screenshot(page, `${name}-failed`).catch(() => {});
-        throw new Error(`${err.message}\n--- server log ---\n${server.log.slice(-4000)}`, {cause: err});
-    } finally {
-        await close();
-        await server.cleanup();
-    }
-}
-
-/** A run's payload as the demo's background job makes it (the page counts these per runid). */
-const runPayload = (runid, seq, count) => ({runid, seq, count, senttime: Date.now()});
 
 /** The demo node's secret: derived from the server's (docs/deploy.md, "The demo page"). */
 const DEMO_SECRET = createHmac('sha256', SECRET).update('realtime-demo-v1').digest('hex');
