@@ -4,8 +4,10 @@
 //!
 //! Needs Node.js 20+ with npm, and Chromium at `/usr/bin/chromium` (or `$CHROMIUM_PATH`).
 //! A missing Chromium fails this test: CI installs it, and a skipped browser test would hide a
-//! broken page. About 3 minutes, most of it the 90 s server outage of `e2e/outage.test.mjs`
-//! (its three transports concurrently).
+//! broken page. The files run side by side (`--test-concurrency=4`: Node runs one file at a time
+//! on 2 cores otherwise), each test with its own server and browser: about 6 minutes, the
+//! 5-minute renewal test of `e2e/renewal.test.mjs` (tokens of 60 s) beside the 90 s outages of
+//! `e2e/outage.test.mjs`.
 
 mod common;
 
@@ -42,9 +44,9 @@ fn demo_page_works_in_a_real_browser() {
 
     common::run_node_tests(
         &root,
-        &[],
+        &["--test-concurrency=4"],
         "e2e/",
-        22,
+        24,
         "the browser tests (screenshots in e2e/artifacts/)",
     );
 }
