@@ -945,6 +945,9 @@ class RealtimeClient {
     /** The server said a token expired: renew before the next open. */
     #needRenew = false;
     #lastRenewAt = -Infinity;
+    /** Counts renewals applied, and the count the current transport attempt was opened with. */
+    #credentials = 0;
+    #openedWith = 0;
     #renewFailures = 0;
     #state = 'idle';
     /** `connecting`, `connected` or `disconnected`. */
@@ -1325,7 +1328,8 @@ class RealtimeClient {
         const delay = Math.max(0, left - lead, this.#lastRenewAt + MIN_RENEW_INTERVAL_MS - Date.now());
         this.#renewTimer = setTimeout(() => {
             this.#renewTimer = null;
-            this.#renew('expiring').catch((err) => {
+            // Already past the expiry (a page opened from a cache, a laptop that slept): `expired`.
+            this.#renew(Date.now() >= expires ? 'expired' : 'expiring').catch((err) => {
                 if (this.#state !== 'running') {
                     return; // given up (the renew function gave nothing), or stopped
                 }
@@ -1402,6 +1406,7 @@ class RealtimeClient {
         this.#needRenew = false;
         this.#renewFailures = 0;
         this.#lastRenewAt = Date.now();
+        this.#credentials += 1;
         this.#scheduleRenew();
         // The live connection: a WebSocket takes the tokens in a frame; an SSE stream is reopened
         // from the cursor; a poll sends them with its next request.
@@ -1475,6 +1480,7 @@ class RealtimeClient {
         // channel's cursor moved back is in it.
         this.#rewinds = 0;
         this.#opens += 1;
+        this.#openedWith = this.#credentials;
         clearTimeout(this.#openTimer);
         this.#openTimer = null;
         const transport = this.#transport;
@@ -1638,8 +1644,11 @@ class RealtimeClient {
         this.#clearTimers();
         if (error.code === 'token_expired' && typeof this.#options.renew === 'function') {
             // Renewable: fresh credentials, then reopen from the cursor. A stream the server ended
-            // at expiry is a planned end, like a drain: reopened soon, spread.
-            this.#needRenew = true;
+            // at expiry is a planned end, like a drain: reopened soon, spread. When credentials were
+            // renewed since this attempt opened, the reopen uses them: no second renewal.
+            if (this.#openedWith === this.#credentials) {
+                this.#needRenew = true;
+            }
             error = new RealtimeError(error.message, {
                 code: 'token_expired', status: error.status, reason: 'credential_refused', retryable: true,
                 immediate: true, answered: true, closeCode: error.closeCode, cause: error,
