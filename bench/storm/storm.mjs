@@ -92,8 +92,13 @@ export async function runStorm(o) {
             function CountingWebSocket(url, protocols) {
                 const a = attempt(rec, 'websocket');
                 const socket = new Real(url, protocols);
-                socket.addEventListener('open', () => { a.outcome = 'open'; });
-                socket.addEventListener('close', (e) => { if (a.outcome === 'pending') a.outcome = `close ${e.code}`; });
+                socket.addEventListener('open', () => { a.outcome = 'open'; a.openedAt = performance.now(); });
+                socket.addEventListener('close', (e) => {
+                    a.closeCode = e.code;
+                    if (a.outcome === 'pending') {
+                        a.outcome = `close ${e.code}`;
+                    }
+                });
                 socket.addEventListener('error', () => { if (a.outcome === 'pending') a.outcome = 'error'; });
                 return socket;
             }
@@ -315,6 +320,9 @@ function summarise({opts, clients, expected, attempts, signalAt, exitedAt, upAt,
             beforeUp: count(attempts.filter((a) => a.t < upAt), (a) => `${a.transport} ${a.outcome}`),
             afterUp: count(attempts.filter((a) => a.t >= upAt), (a) => `${a.transport} ${a.outcome}`),
         },
+        // WebSockets that opened on the old node after the signal (it was draining): the new
+        // node is started only once the old one has exited. By the close code they got.
+        openedOnDrainingNode: count(attempts.filter((a) => a.openedAt < exitedAt), (a) => `close ${a.closeCode ?? 'none'}`),
         // Transport changes after the signal, by reason (fallback, climb).
         transportChanges: count(clients.flatMap((r) => r.changes.filter((c) => c.t > signalAt)), (c) => `${c.reason} to ${c.transport}`),
         // Clients not on the best transport once all were back (they climb back after climbAfterMs).
@@ -647,7 +655,8 @@ function line(r) {
         + `(after up ${r.attemptPeakUp.count}), resumes ${r.resumePeak.count} @${r.resumePeak.atMs}; attempts ${r.attempts} `
         + `${JSON.stringify(r.attemptsByTransport)}; resumed on ${JSON.stringify(r.resumedOn)}; `
         + `lost ${r.lost} dup ${r.dup} disorder ${r.disorder}; recovery failed ${r.recoveryFailed}; `
-        + `connected twice ${r.reconnectedTwice}; not on the best transport ${r.notOnBest}; `
+        + `connected twice ${r.reconnectedTwice} (opened on the draining node: ${JSON.stringify(r.openedOnDrainingNode)}); `
+        + `not on the best transport ${r.notOnBest}; `
         + `loop delay max ${r.loopDelayMs.max} ms; `
         + `load ${r.loadBefore}`;
 }
