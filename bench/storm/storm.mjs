@@ -327,6 +327,13 @@ function summarise({opts, clients, expected, attempts, signalAt, exitedAt, upAt,
         transportChanges: count(clients.flatMap((r) => r.changes.filter((c) => c.t > signalAt)), (c) => `${c.reason} to ${c.transport}`),
         // Clients not on the best transport once all were back (they climb back after climbAfterMs).
         notOnBest: clients.filter((r) => r.client.transport !== best).length,
+        // A few of them: their attempts and transport changes after the signal (ms from the up).
+        notOnBestExamples: clients.filter((r) => r.client.transport !== best).slice(0, 3).map((r) => ({
+            client: r.index,
+            attempts: attempts.filter((a) => a.client === r.index)
+                .map((a) => `${Math.round(a.t - upAt)} ${a.transport} ${a.outcome}`),
+            changes: r.changes.filter((c) => c.t > signalAt).map((c) => `${Math.round(c.t - upAt)} ${c.reason} to ${c.transport}`),
+        })),
         // The storm the policy makes: attempts per 100 ms (from the signal) by when they were due.
         duePeak: peak(hist(dueTimes)),
         // The storm this process issued: attempts per 100 ms by when they were made.
@@ -686,8 +693,8 @@ function spread(values) {
 
 /** Per restart: the jittered client against the no-jitter one, median (min–max) over the repeats. */
 function summaryTable(runs) {
-    const out = ['| restart | client | runs | peak attempts / 100 ms, due | issued | peak resumes / 100 ms | back p50 (ms after up) | back max (ms after up) | attempts / client | lost | dup |',
-        '|---|---|---|---|---|---|---|---|---|---|---|'];
+    const out = ['| restart | client | runs | peak attempts / 100 ms, due | issued | peak resumes / 100 ms | back p50 (ms after up) | back max (ms after up) | attempts / client | not back on the WebSocket | lost | dup |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|'];
     const ratios = [];
     const figures = {
         'attempts due': (r) => r.duePeak.count, 'attempts issued': (r) => r.attemptPeak.count, resumes: (r) => r.resumePeak.count,
@@ -701,7 +708,8 @@ function summaryTable(runs) {
                     + `| ${spread(rs.map((r) => r.duePeak.count))} | ${spread(rs.map((r) => r.attemptPeak.count))} `
                     + `| ${spread(rs.map((r) => r.resumePeak.count))} `
                     + `| ${spread(rs.map((r) => r.backMs.p50))} | ${spread(rs.map((r) => r.backMs.max))} `
-                    + `| ${spread(rs.map((r) => r.attemptsPerClient))} | ${sum(rs.map((r) => r.lost))} | ${sum(rs.map((r) => r.dup))} |`);
+                    + `| ${spread(rs.map((r) => r.attemptsPerClient))} | ${spread(rs.map((r) => r.notOnBest))} `
+                    + `| ${sum(rs.map((r) => r.lost))} | ${sum(rs.map((r) => r.dup))} |`);
             }
         }
         const [j, nj] = [of('jitter'), of('nojitter')];
