@@ -356,6 +356,31 @@ async fn a_silent_peer_is_closed_with_4009_and_draining_closes_with_1012() {
     s.stop().await;
 }
 
+/// A reconnect storm reaches a draining node too (a client told 1012 that comes back at once,
+/// over a connection accepted before the listener closed): such a WebSocket is closed with
+/// 1012 without being served, so that its client backs off and resumes on the next node,
+/// rather than subscribing, reporting itself connected and being closed again.
+#[tokio::test]
+async fn a_websocket_not_yet_subscribed_when_the_node_drains_is_closed_with_1012_unserved() {
+    let s = TestServer::start(config(|_| {})).await;
+    let page = s.page(42, json!([channel("mod_a", "x", 0)])).await;
+    let mut waiting = ws::connect(&s.url).await; // upgraded, no subscribe frame yet
+    let mut late = ws::connect(&s.url).await;
+    s.rt.shutdown_token().cancel();
+    // Closed at once, not after the subscribe timeout (10 s) or the drain timeout.
+    assert!(matches!(
+        ws::next(&mut waiting, Duration::from_secs(5)).await,
+        Next::Closed(Some(1012))
+    ));
+    // Its subscribe frame comes after the drain began: not served.
+    ws::send(&mut late, ws::subscribe_frame(&page, &page["cursor"])).await;
+    match ws::next(&mut late, Duration::from_secs(5)).await {
+        Next::Closed(code) => assert_eq!(code, Some(1012)),
+        other => panic!("a subscribe was served while the node drained: {other:?}"),
+    }
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_moves_ws_to_sse_to_poll_through_1000_events() {
     let s = TestServer::start(config(|c| c.hub.cache_events = 300)).await;

@@ -32,7 +32,8 @@
 //!
 //! Close codes: 1000 normal; 1002 protocol error (unmasked frame, reserved bits, bad opcode);
 //! 1007 invalid payload (a text frame that is not UTF-8); 1009 frame too large; 1012 server
-//! draining (reconnect at once, to any node); 1013 try again later (too many connections, or
+//! draining (reconnect at once, to any node; sent before any `recovered` to a connection
+//! that had not subscribed yet when the drain began); 1013 try again later (too many connections, or
 //! a transient failure such as the engine unavailable while subscribing);
 //! 4001 credential refused (do not retry); 4002 bad subscribe (do not retry); 4008 slow
 //! consumer (resume from the cursor); 4009 no heartbeat (reconnect with backoff); 4010 token
@@ -187,11 +188,19 @@ impl Connection {
         let _open = crate::telemetry::Connection::open("websocket");
         let (sink, mut stream) = socket.split();
         let cfg = rt.config().websocket.clone();
-        let first = timeout(
-            Duration::from_millis(cfg.subscribe_timeout_ms),
-            next_text(&mut stream),
-        )
-        .await;
+        // A connection the node has not served yet when it drains (one that arrived with a
+        // reconnect storm just before the listener closed) is sent away with 1012 at once: its
+        // client backs off and resumes on the next node, instead of subscribing here and being
+        // closed again a moment later, or holding the drain until the subscribe timeout.
+        let cancel = rt.shutdown_token().clone();
+        let first = tokio::select! {
+            biased;
+            () = cancel.cancelled() => None,
+            first = timeout(
+                Duration::from_millis(cfg.subscribe_timeout_ms),
+                next_text(&mut stream),
+            ) => Some(first),
+        };
         let mut conn = Connection {
             rt,
             sink,
@@ -209,10 +218,14 @@ impl Connection {
             peer,
         };
         let outcome = match first {
-            Err(_) => Err(Close(CLOSE_BAD_SUBSCRIBE, "no subscribe frame in time")),
-            Ok(Err(close)) => Err(close),
-            Ok(Ok(None)) => return,
-            Ok(Ok(Some(text))) => {
+            None => Err(Close(CLOSE_DRAINING, "server draining")),
+            Some(Err(_)) => Err(Close(CLOSE_BAD_SUBSCRIBE, "no subscribe frame in time")),
+            Some(Ok(Err(close))) => Err(close),
+            Some(Ok(Ok(None))) => return,
+            Some(Ok(Ok(Some(_)))) if cancel.is_cancelled() => {
+                Err(Close(CLOSE_DRAINING, "server draining"))
+            }
+            Some(Ok(Ok(Some(text)))) => {
                 let started = conn.start(&text).await;
                 // The subscribe frame is not needed for the connection's life.
                 drop(text);
