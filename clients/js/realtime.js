@@ -928,6 +928,10 @@ class RealtimeClient {
     #blocked = new Set();
     /** Transports that failed to open with no answer since the client last went down from the best candidate. @type {Set<string>} */
     #passFailed = new Set();
+    /** Transports that have opened on this page at least once: they are not blocked here. @type {Set<string>} */
+    #everOpened = new Set();
+    /** Transports that worked here, tried again once after an outage ended on a worse one. @type {Set<string>} */
+    #recheck = new Set();
     #cursor;
     /** Highest event id delivered per channel (by the event's channel fields): de-duplication. @type {Map<string, number>} */
     #seen = new Map();
@@ -1501,9 +1505,14 @@ class RealtimeClient {
         }
         if (this.#failures === 0) {
             // Opened at its first try while the better ones just failed to open with no answer:
-            // the server is there, so those are blocked here (until a timed climb finds them open).
+            // the server is there, so those are blocked here (until a timed climb finds them open)
+            // — unless one has worked on this page: then the server was away while the client
+            // stepped down, and it is tried again below; only a second failure marks it.
             for (const name of this.#passFailed) {
-                this.#blocked.add(name);
+                if (!this.#everOpened.has(name) || this.#recheck.has(name)) {
+                    this.#recheck.delete(name);
+                    this.#blocked.add(name);
+                }
             }
         }
         this.#passFailed.clear();
@@ -1515,9 +1524,19 @@ class RealtimeClient {
         clearTimeout(this.#openTimer);
         this.#openTimer = null;
         this.#blocked.delete(this.transport);
+        this.#everOpened.add(this.transport);
+        this.#recheck.delete(this.transport);
         this.#endOutage();
-        const {climbAfterMs} = this.#options;
-        if (this.#index > 0 && this.#forced === null && climbAfterMs > 0 && Number.isFinite(climbAfterMs)) {
+        const {climbAfterMs, random} = this.#options;
+        // Back on a worse transport while a better one has worked here (the server came back while
+        // the client was stepping down): that one again soon, once, not after climbAfterMs.
+        const again = this.#forced !== null ? -1 : this.#names.findIndex((name, i) => i < this.#index
+            && this.#everOpened.has(name) && !this.#blocked.has(name) && !this.#recheck.has(name));
+        if (again >= 0) {
+            this.#recheck.add(this.#names[again]);
+            clearTimeout(this.#climbTimer);
+            this.#climbTimer = setTimeout(() => this.#climb(again), backoffDelay(1, this.#options, random));
+        } else if (this.#index > 0 && this.#forced === null && climbAfterMs > 0 && Number.isFinite(climbAfterMs)) {
             clearTimeout(this.#climbTimer);
             this.#climbTimer = setTimeout(() => this.#climb(0), climbAfterMs);
         }

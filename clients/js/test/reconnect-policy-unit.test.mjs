@@ -293,21 +293,40 @@ test('a WebSocket blocked here (never opened, SSE opened at once) is climbed to 
     assert.deepEqual(used(), ['websocket:start', 'sse:fallback']);
 });
 
-test('a WebSocket that breaks while SSE opens at its first try is taken as blocked', async (t) => {
+test('a WebSocket that worked, then breaks while SSE opens at its first try: tried once more soon, then taken as blocked', async (t) => {
     const {WS, ES, client, used} = setup(t, {backoffBaseMs: 5, fallbackAfter: 1, climbAfterMs: 300000, random: () => 0.5});
     client.start();
     const ws0 = await nth(WS, 0, 'WebSocket');
     ws0.acceptRecovered();
-    ws0.refuse(); // a proxy starts blocking WebSocket
+    ws0.refuse(); // a proxy starts blocking WebSocket (or the server went away)
     (await nth(WS, 1, 'WebSocket')).refuse();
-    const es0 = await nth(ES, 0, 'EventSource');
-    es0.open(); // the server is there
-    es0.error(); // a drop of SSE: retried on SSE
-    (await nth(ES, 1, 'EventSource')).open();
+    (await nth(ES, 0, 'EventSource')).open(); // the server is there
+    // The WebSocket has worked on this page: the server may just have been away while the client
+    // stepped down. Tried again once, soon:
+    (await nth(WS, 2, 'WebSocket')).refuse(); // still refused: now it is blocked here
+    const es1 = await nth(ES, 1, 'EventSource');
+    es1.open();
+    es1.error(); // a drop of SSE: retried on SSE, not from the blocked WebSocket
+    (await nth(ES, 2, 'EventSource')).open();
     await sleep(100);
-    assert.equal(WS.instances.length, 2, 'no climb at once');
+    assert.equal(WS.instances.length, 3, 'no more climbs before climbAfterMs');
     assert.equal(client.transport, 'sse');
-    assert.deepEqual(used(), ['websocket:start', 'sse:fallback']);
+    assert.deepEqual(used(), ['websocket:start', 'sse:fallback', 'websocket:climb', 'sse:fallback']);
+});
+
+test('the server returns while the client steps down to polling: back on the WebSocket soon, not after climbAfterMs', async (t) => {
+    const {WS, ES, fake, client, used} = setup(t, {backoffBaseMs: 5, fallbackAfter: 0, climbAfterMs: 300000, random: () => 0.5});
+    fake.push(networkDown(), answer([], 'c1'));
+    client.start();
+    const ws0 = await nth(WS, 0, 'WebSocket');
+    ws0.acceptRecovered();
+    ws0.refuse(); // the server goes away (fallbackAfter 0: the next transport at once)
+    (await nth(ES, 0, 'EventSource')).error(); // SSE never opened on this page: its probe finds no server…
+    // …and the server is back just as the client reaches polling, which answers at its first try.
+    const ws1 = await nth(WS, 1, 'WebSocket'); // the WebSocket worked here: tried again at once
+    ws1.acceptRecovered();
+    assert.equal(client.transport, 'websocket');
+    assert.deepEqual(used(), ['websocket:start', 'sse:fallback', 'poll:fallback', 'websocket:climb']);
 });
 
 test('a timed climb that finds the WebSocket open again clears the mark', async (t) => {
