@@ -582,10 +582,14 @@ pub fn check_error_shape(value: &Value) {
 // ws_session
 
 /// Close codes the protocol documents (docs/protocol.md).
-const CLOSE_CODES: &[u16] = &[1000, 1002, 1007, 1009, 1012, 1013, 4001, 4002, 4008, 4009];
+const CLOSE_CODES: &[u16] = &[
+    1000, 1002, 1007, 1009, 1012, 1013, 4001, 4002, 4008, 4009, 4010,
+];
 /// Frame types the server sends.
 const SERVER_FRAMES: &[&str] = &[
     "event",
+    "subscribed",
+    "unsubscribed",
     "reply",
     "recovered",
     "not_recovered",
