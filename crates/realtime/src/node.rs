@@ -79,6 +79,8 @@ struct Inner {
     api_keys: Vec<[u8; 32]>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    /// Connection and rate limits, shared by every router of this node.
+    limits: Arc<crate::limit::Limits>,
 }
 
 /// The node: cheap to clone (an `Arc` inside), shared by every request.
@@ -127,8 +129,10 @@ impl Realtime {
             .filter(|k| !k.is_empty())
             .map(|k| digest(k))
             .collect();
+        let limits = Arc::new(crate::limit::Limits::from_config(&config).map_err(Error::Config)?);
         let rt = Realtime {
             inner: Arc::new(Inner {
+                limits,
                 config,
                 secret,
                 engine,
@@ -486,9 +490,29 @@ impl Realtime {
         i.engine.close().await;
     }
 
-    /// The routes to mount: client endpoints and the application API.
+    /// The routes to mount: the client endpoints and the application API, together. To mount
+    /// and protect them apart (the API on an internal listener, say), use
+    /// [`Realtime::client_router`] and [`Realtime::api_router`] instead.
     pub fn router(&self) -> axum::Router {
-        crate::router::router(self.clone())
+        crate::router::router(self)
+    }
+
+    /// The client endpoints alone, for browser pages: `/ws`, `/sse`, `/poll`, `/send`,
+    /// `/realtime.js` (those of `transports.enabled`), with CORS for `server.allowed_origins`.
+    /// Credentials are the tokens of the page config.
+    pub fn client_router(&self) -> axum::Router {
+        crate::router::client_router(self)
+    }
+
+    /// The application API alone, for the application's servers: `/api/subscribe`,
+    /// `/api/page`, `/api/notify`, `/api/status` (with an API key) and `/healthz`.
+    pub fn api_router(&self) -> axum::Router {
+        crate::router::api_router(self)
+    }
+
+    /// The connection and rate limits of this node, shared by its routers.
+    pub(crate) fn limits(&self) -> &Arc<crate::limit::Limits> {
+        &self.inner.limits
     }
 }
 

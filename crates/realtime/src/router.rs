@@ -1,8 +1,6 @@
 //! The routes an application mounts: client endpoints (token credentials, CORS for the
 //! configured origins) and the application API (API key).
 
-use std::sync::Arc;
-
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, Method};
 use axum::response::IntoResponse;
@@ -11,7 +9,6 @@ use axum::{Extension, Router};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::error::Error;
-use crate::limit::Limits;
 use crate::{api, transport, Realtime};
 
 /// The browser client, embedded in the binary.
@@ -47,18 +44,10 @@ async fn not_found() -> Error {
     Error::NotFound("no such endpoint".into())
 }
 
-pub(crate) fn router(rt: Realtime) -> Router {
-    let limit = rt.config().limits.request_bytes;
-    // The connection and rate limits of this router, shared by its handlers. `validate` has
-    // checked the proxies at start; a bad entry here trusts none rather than failing.
-    let limits = Limits::from_config(rt.config()).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "server.trusted_proxies ignored");
-        let mut c = rt.config().clone();
-        c.server.trusted_proxies.clear();
-        Limits::from_config(&c).expect("invariant: no proxies, nothing to parse")
-    });
-    // Only enabled transports are mounted: a disabled one answers 404, as a proxy that blocks
-    // it would, and clients fall back.
+/// The client endpoints: what browser pages call, with their user and subscription tokens.
+/// CORS for `server.allowed_origins`; only the enabled transports are mounted (a disabled one
+/// answers 404, as a proxy that blocks it would, and clients fall back).
+fn client_routes(rt: &Realtime) -> Router<Realtime> {
     let enabled = |t: &str| rt.config().transports.enabled.iter().any(|e| e == t);
     let mut client = Router::new()
         .route("/send", post(transport::send::send))
@@ -72,18 +61,40 @@ pub(crate) fn router(rt: Realtime) -> Router {
     if enabled("sse") {
         client = client.route("/sse", get(transport::sse::sse));
     }
-    let client = client.layer(cors(&rt.config().server.allowed_origins));
-    let app_api = Router::new()
+    client.layer(cors(&rt.config().server.allowed_origins))
+}
+
+/// The application API: what the application's servers call, with an API key.
+fn api_routes() -> Router<Realtime> {
+    Router::new()
         .route("/api/subscribe", post(api::subscribe))
         .route("/api/page", post(api::page))
         .route("/api/notify", post(api::notify))
         .route("/api/status", get(api::status))
-        .route("/healthz", get(api::healthz));
-    Router::new()
-        .merge(client)
-        .merge(app_api)
+        .route("/healthz", get(api::healthz))
+}
+
+/// `routes` with what every handler needs: the body limit, the node's limits, the node, and a
+/// 404 in the protocol's error shape for anything else.
+fn finish(rt: &Realtime, routes: Router<Realtime>) -> Router {
+    routes
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(Extension(Arc::new(limits)))
-        .with_state(rt)
+        .layer(DefaultBodyLimit::max(rt.config().limits.request_bytes))
+        .layer(Extension(rt.limits().clone()))
+        .with_state(rt.clone())
+}
+
+/// Client endpoints and application API together.
+pub(crate) fn router(rt: &Realtime) -> Router {
+    finish(rt, client_routes(rt).merge(api_routes()))
+}
+
+/// The client endpoints alone.
+pub(crate) fn client_router(rt: &Realtime) -> Router {
+    finish(rt, client_routes(rt))
+}
+
+/// The application API alone.
+pub(crate) fn api_router(rt: &Realtime) -> Router {
+    finish(rt, api_routes())
 }
