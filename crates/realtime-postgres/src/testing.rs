@@ -25,7 +25,7 @@ impl ScratchDatabase {
     /// When PostgreSQL is not reachable: tests that need it should fail loudly.
     pub async fn create() -> Self {
         let admin_url = admin_url();
-        let name = format!("rt_test_{}", realtime::secret::random_hex(6));
+        let name = format!("rt_test_{}", realtime::random_hex(6));
         let (client, conn) = tokio_postgres::connect(&admin_url, NoTls)
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is needed: {e}"));

@@ -41,10 +41,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use realtime::engine::now_secs;
 use realtime::engine::{Engine, Position};
-use realtime::event::NewEvent;
-use realtime::secret::random_hex;
-use realtime::token::now_secs;
+use realtime::random_hex;
+use realtime::NewEvent;
 use realtime::{ChannelHash, Epoch, Error, Event, EventId, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{StreamRangeReply, StreamReadReply};

@@ -13,7 +13,7 @@ fn base_url() -> String {
 }
 
 fn prefix() -> String {
-    format!("rt_test_{}", realtime::secret::random_hex(6))
+    format!("rt_test_{}", realtime::random_hex(6))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +117,7 @@ async fn an_unreadable_entry_is_skipped_and_never_wedges_the_tail() {
 
     let url = format!("{}?prefix={p}", base_url());
     let engine: Arc<dyn Engine> = Arc::new(RedisEngine::connect(&url).await.expect("connect"));
-    let hub = realtime::hub::Hub::new(engine.clone(), 10_000)
+    let hub = realtime::testing::internal::Hub::new(engine.clone(), 10_000)
         .await
         .expect("hub");
     // The hub starts at the head; a client holding a cursor from before both entries resumes.
@@ -212,7 +212,7 @@ async fn an_unreadable_entry_is_skipped_and_never_wedges_the_tail() {
 
     assert_eq!(
         engine
-            .purge(realtime::token::now_secs() + 10)
+            .purge(realtime::engine::now_secs() + 10)
             .await
             .expect("purge"),
         6,

@@ -24,7 +24,7 @@ proptest! {
             .build()
             .expect("a tokio runtime");
         rt.block_on(async {
-            let prefix = format!("rt_test_{}", realtime::secret::random_hex(6));
+            let prefix = format!("rt_test_{}", realtime::random_hex(6));
             let engine = RedisEngine::connect(&format!("{}?prefix={prefix}", base_url()))
                 .await
                 .expect("Redis on 127.0.0.1:6379");

@@ -16,7 +16,7 @@ fn base_url() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: 100k events; run by hand with --ignored --nocapture"]
 async fn one_filtered_resume_over_100k_retained_events() {
-    let p = format!("rt_test_{}", realtime::secret::random_hex(6));
+    let p = format!("rt_test_{}", realtime::random_hex(6));
     let engine = RedisEngine::connect(&format!("{}?prefix={p}", base_url()))
         .await
         .expect("Redis on 127.0.0.1:6379");

@@ -17,7 +17,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use realtime::secret::random_hex;
+use realtime::random_hex;
 use realtime::Secret;
 
 /// Reads the text in `dir/name`, or generates one with `make` and creates the file atomically

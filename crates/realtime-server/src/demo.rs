@@ -44,7 +44,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use realtime::engine::{Engine, MemoryEngine};
 use realtime::extract::{JsonBody, User};
-use realtime::{Channel, Error, Realtime, UserId};
+use realtime::{Channel, Error, Realtime, Secret, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -105,23 +105,28 @@ pub(crate) struct Demo {
     pub(crate) router: Router,
 }
 
-/// Starts the demo node beside `main`: its secret derived from `main`'s, its store `demo.db` in
+/// Starts the demo node beside `main`: its secret derived from `main_secret` (`main`'s), its store `demo.db` in
 /// `data_dir` (memory when `main` runs on memory), its settings `main`'s without webhooks and
 /// with `tool_realtime` only. It stops when `main` shuts down.
 ///
 /// # Errors
 /// When its store cannot be opened or its node started.
-pub(crate) async fn start(main: &Realtime, data_dir: &Path, auto: bool) -> Result<Demo, String> {
+pub(crate) async fn start(
+    main: &Realtime,
+    main_secret: &Secret,
+    data_dir: &Path,
+    auto: bool,
+) -> Result<Demo, String> {
     let mut config = main.config().clone();
     config.webhooks.components.clear();
     config.components.enabled = vec![DEMO_COMPONENT.into()];
     config.auth.allow_guests = false;
-    let engine: Arc<dyn Engine> = if main.engine().name() == "memory" {
+    let engine: Arc<dyn Engine> = if main.engine_name() == "memory" {
         Arc::new(MemoryEngine::new())
     } else {
         crate::cli::open_sqlite(data_dir.join("demo.db")).await?
     };
-    let secret = main.secret().derive(DEMO_SECRET_PURPOSE);
+    let secret = main_secret.derive(DEMO_SECRET_PURPOSE);
     let rt = Realtime::start(config, secret, engine)
         .await
         .map_err(|e| format!("starting the demo node: {e}"))?;
@@ -189,7 +194,7 @@ fn asset(kind: &'static str, body: &'static str) -> Response {
 async fn demo_config(rt: &Realtime, headers: &HeaderMap) -> Result<realtime::PageConfig, Error> {
     // As `POST /api/page` does: `server.public_url`, else the request's host; the demo
     // node's endpoints are under `/demo`.
-    let url = format!("{}/demo", realtime::api::base_url(rt, headers));
+    let url = format!("{}/demo", rt.public_url(headers));
     rt.page(DEMO_USER, &[demo_channel()], url).await
 }
 

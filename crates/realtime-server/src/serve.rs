@@ -47,6 +47,8 @@ pub(crate) async fn main(args: ServeArgs, env: Env) -> Result<(), String> {
     let engine = open_engine(&s).await?;
     let engine_name = engine.name();
     let listen = s.config.server.listen.clone();
+    // The demo node's secret is derived from this one (docs/deploy.md, "The demo page").
+    let secret = s.secret.clone();
     let rt = Realtime::start(s.config, s.secret, engine)
         .await
         .map_err(|e| e.to_string())?;
@@ -65,7 +67,7 @@ pub(crate) async fn main(args: ServeArgs, env: Env) -> Result<(), String> {
     }
     let setting = rt.config().server.demo.clone();
     let demo = if demo::enabled(&setting, &addr) {
-        let d = demo::start(&rt, &s.data_dir, setting == "auto").await?;
+        let d = demo::start(&rt, &secret, &s.data_dir, setting == "auto").await?;
         app = app.merge(d.router.clone());
         eprintln!("realtime: the demo page is at http://{addr}/demo (a node of its own: its tokens work nowhere else; server.demo = off to remove it)");
         Some(d)
@@ -97,7 +99,7 @@ pub(crate) async fn main(args: ServeArgs, env: Env) -> Result<(), String> {
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, String> {
-    realtime::serve::bind(addr)
+    realtime::bind(addr)
         .await
         .map_err(|e| format!("listening on {addr}: {e}"))
 }
@@ -135,7 +137,7 @@ pub(crate) async fn run(
     let mut servers = Vec::new();
     for (listener, app) in listeners {
         let stop = stop.clone();
-        servers.push(tokio::spawn(realtime::serve::serve(
+        servers.push(tokio::spawn(realtime::serve(
             listener,
             app,
             options.clone(),

@@ -91,7 +91,7 @@ async fn three_nodes_over_one_postgres_database() {
 async fn three_nodes_over_one_redis() {
     let base = std::env::var("REALTIME_TEST_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let prefix = format!("rt_test_{}", realtime::secret::random_hex(6));
+    let prefix = format!("rt_test_{}", realtime::random_hex(6));
     three_nodes(&format!("{base}?prefix={prefix}")).await;
     realtime_redis::delete_prefix(&base, &prefix)
         .await

@@ -42,7 +42,7 @@ async fn notify(http: &reqwest::Client, url: &str, channel: &Value, payload: Val
 
 #[tokio::test]
 async fn a_redis_that_lost_its_last_writes_is_told_to_connected_clients() {
-    let prefix = format!("rt_rewind_{}", realtime::secret::random_hex(6));
+    let prefix = format!("rt_rewind_{}", realtime::random_hex(6));
     let engine_url = format!("redis://127.0.0.1:6379/?prefix={prefix}");
     let (_dir, mut server) = Server::fresh(&[
         ("REALTIME_API_KEY", KEY),

@@ -23,7 +23,7 @@ use crate::Realtime;
 /// The body of `POST /api/subscribe`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SubscribeRequest {
+pub(crate) struct SubscribeRequest {
     /// The channel's fields.
     pub channel: Channel,
     /// Who may receive it.
@@ -31,7 +31,7 @@ pub struct SubscribeRequest {
 }
 
 /// `POST /api/subscribe`: one subscription for one user.
-pub async fn subscribe(
+pub(crate) async fn subscribe(
     _: ApiKey,
     State(rt): State<Realtime>,
     JsonBody(req): JsonBody<SubscribeRequest>,
@@ -42,7 +42,7 @@ pub async fn subscribe(
 /// The body of `POST /api/page`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PageRequest {
+pub(crate) struct PageRequest {
     /// Who the page is for.
     pub user: UserId,
     /// The channels the page receives.
@@ -50,7 +50,7 @@ pub struct PageRequest {
 }
 
 /// `POST /api/page`: the config object the page hands to the client's `init`.
-pub async fn page(
+pub(crate) async fn page(
     _: ApiKey,
     State(rt): State<Realtime>,
     FromTrustedProxy(trusted): FromTrustedProxy,
@@ -71,7 +71,7 @@ pub async fn page(
 /// The base URL of the client endpoints for a request that did not come through a trusted
 /// proxy: `server.public_url`, else `http://` and the request's `Host`. Forwarding headers are
 /// ignored (anyone can send them); see [`base_url_via`].
-pub fn base_url(rt: &Realtime, headers: &HeaderMap) -> String {
+pub(crate) fn base_url(rt: &Realtime, headers: &HeaderMap) -> String {
     base_url_via(rt, headers, false)
 }
 
@@ -79,7 +79,7 @@ pub fn base_url(rt: &Realtime, headers: &HeaderMap) -> String {
 /// the request, where `X-Forwarded-Proto` and `X-Forwarded-Host` count only when
 /// `from_trusted_proxy` (the peer is one of `server.trusted_proxies`: see
 /// [`crate::limit::FromTrustedProxy`]).
-pub fn base_url_via(rt: &Realtime, headers: &HeaderMap, from_trusted_proxy: bool) -> String {
+pub(crate) fn base_url_via(rt: &Realtime, headers: &HeaderMap, from_trusted_proxy: bool) -> String {
     let public = rt.config().server.public_url.trim_end_matches('/');
     if !public.is_empty() {
         return public.to_string();
@@ -107,7 +107,7 @@ pub fn base_url_via(rt: &Realtime, headers: &HeaderMap, from_trusted_proxy: bool
 /// One event to notify.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NotifyItem {
+pub(crate) struct NotifyItem {
     /// The channel's fields.
     pub channel: Channel,
     /// Any JSON (absent means `null`).
@@ -119,7 +119,7 @@ pub struct NotifyItem {
 /// (`events`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NotifyRequest {
+pub(crate) struct NotifyRequest {
     /// The single form's channel.
     #[serde(default)]
     pub channel: Option<Channel>,
@@ -134,7 +134,7 @@ pub struct NotifyRequest {
 /// `POST /api/notify`: answers `{id}` (or `{ids}` for a batch) once the events are durable.
 /// Requests are counted per API key (a batch is one request): over `rate.notify_per_sec`, 429
 /// `rate_limited` with `Retry-After`, before the body is read.
-pub async fn notify(
+pub(crate) async fn notify(
     _: ApiKey,
     _: NotifyRate,
     State(rt): State<Realtime>,
@@ -174,7 +174,7 @@ pub async fn notify(
 /// Proof that this request is within its API key's rate of notifies: taken before the body is
 /// read, so a refused request costs no more than its headers.
 #[derive(Debug, Clone, Copy)]
-pub struct NotifyRate;
+pub(crate) struct NotifyRate;
 
 impl axum::extract::FromRequestParts<Realtime> for NotifyRate {
     type Rejection = Error;
@@ -192,7 +192,10 @@ impl axum::extract::FromRequestParts<Realtime> for NotifyRate {
 }
 
 /// `GET /api/status`: what this node is and how it is doing.
-pub async fn status(_: ApiKey, State(rt): State<Realtime>) -> Result<Json<serde_json::Value>> {
+pub(crate) async fn status(
+    _: ApiKey,
+    State(rt): State<Realtime>,
+) -> Result<Json<serde_json::Value>> {
     let hub = rt.hub();
     let pos = rt.engine().position().await;
     Ok(Json(json!({
@@ -208,7 +211,7 @@ pub async fn status(_: ApiKey, State(rt): State<Realtime>) -> Result<Json<serde_
 }
 
 /// `GET /healthz`: 200 when the engine answers, 503 when not. No credential.
-pub async fn healthz(State(rt): State<Realtime>) -> Response {
+pub(crate) async fn healthz(State(rt): State<Realtime>) -> Response {
     match rt.engine().position().await {
         Ok(_) if rt.hub().is_healthy() => {
             (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()

@@ -18,11 +18,11 @@ use crate::error::{Error, Result};
 use crate::secret::Secret;
 
 /// Longest accepted component name.
-pub const MAX_COMPONENT_LEN: usize = 100;
+pub(crate) const MAX_COMPONENT_LEN: usize = 100;
 /// Longest accepted area.
-pub const MAX_AREA_LEN: usize = 100;
+pub(crate) const MAX_AREA_LEN: usize = 100;
 /// Longest accepted channel details.
-pub const MAX_DETAILS_LEN: usize = 255;
+pub(crate) const MAX_DETAILS_LEN: usize = 255;
 
 /// One communication path: `(contextid, component, area, itemid, details)`.
 ///
@@ -142,7 +142,7 @@ impl Channel {
 ///
 /// # Errors
 /// `invalid_channel` (400) with what is wrong.
-pub fn validate_component(component: &str) -> Result<()> {
+pub(crate) fn validate_component(component: &str) -> Result<()> {
     let ok = !component.is_empty()
         && component.len() <= MAX_COMPONENT_LEN
         && component.starts_with(|c: char| c.is_ascii_lowercase())

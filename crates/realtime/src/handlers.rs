@@ -85,7 +85,7 @@ impl From<HandlerError> for Error {
 }
 
 /// What a Rust handler returns.
-pub type HandlerFuture =
+pub(crate) type HandlerFuture =
     Pin<Box<dyn Future<Output = std::result::Result<Value, HandlerError>> + Send>>;
 type HandlerFn = Arc<dyn Fn(SendContext, Value) -> HandlerFuture + Send + Sync>;
 

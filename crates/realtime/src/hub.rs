@@ -58,10 +58,11 @@ fn resume_page(limit: usize, cached_bytes: usize, cached: usize) -> usize {
 }
 
 /// The default of `hub.cache_bytes`: 64 MiB.
-pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// An event as the hub keeps it: routed by hash, serialised once.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, dead_code))]
 pub struct CachedEvent {
     /// The event's id.
     pub id: EventId,
@@ -104,7 +105,7 @@ impl CachedEvent {
     }
 
     /// `{"type":"event","cursor":"EPOCH:ID","event":{...}}`: the same frame for every connection.
-    pub fn ws_frame(&self, epoch: &Epoch) -> Utf8Bytes {
+    pub(crate) fn ws_frame(&self, epoch: &Epoch) -> Utf8Bytes {
         self.ws
             .get_or_init(|| {
                 Utf8Bytes::from(format!(
@@ -118,7 +119,7 @@ impl CachedEvent {
     }
 
     /// `id: EPOCH:ID` and `data: {...}`: the same SSE record for every stream.
-    pub fn sse_frame(&self, epoch: &Epoch) -> Bytes {
+    pub(crate) fn sse_frame(&self, epoch: &Epoch) -> Bytes {
         self.sse
             .get_or_init(|| {
                 Bytes::from(format!(
@@ -134,7 +135,7 @@ impl CachedEvent {
 
 /// Something that wants to hear about events of some channels. Called on the tail task with
 /// the listeners' lock held: it must return at once.
-pub trait Listener: Send + Sync {
+pub(crate) trait Listener: Send + Sync {
     /// An event for one of the listener's channels has arrived.
     fn on_event(&self, event: &Arc<CachedEvent>);
     /// The engine's store changed: every cursor of the old epoch is void.
@@ -143,7 +144,7 @@ pub trait Listener: Send + Sync {
 
 /// A listener that wakes one waiting task (a long-poll request).
 #[derive(Debug, Default)]
-pub struct Wake(pub Notify);
+pub(crate) struct Wake(pub Notify);
 
 impl Listener for Wake {
     fn on_event(&self, _event: &Arc<CachedEvent>) {
@@ -158,6 +159,7 @@ impl Listener for Wake {
 /// What a poll (or a resume) gets: the events, where to continue, and whether the stream was
 /// continuous since the cursor the client gave.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, dead_code))]
 pub struct Batch {
     /// Events after the cursor, ascending.
     pub events: Vec<Arc<CachedEvent>>,
@@ -296,6 +298,7 @@ struct State {
 type ListenerMap = HashMap<ChannelHash, Vec<(u64, Arc<dyn Listener>)>>;
 
 /// This node's subscribers and its view of the engine. Shared as `Arc<Hub>`.
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, dead_code))]
 pub struct Hub {
     engine: Arc<dyn Engine>,
     /// Most events in the cache.
@@ -318,7 +321,7 @@ impl std::fmt::Debug for Hub {
 }
 
 /// Removes a listener when dropped.
-pub struct ListenGuard {
+pub(crate) struct ListenGuard {
     hub: Arc<Hub>,
     id: u64,
     hashes: Vec<ChannelHash>,
@@ -344,6 +347,7 @@ impl Hub {
     ///
     /// # Errors
     /// When the engine cannot tell its position.
+    #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, dead_code))]
     pub async fn new(engine: Arc<dyn Engine>, capacity: usize) -> Result<Arc<Self>> {
         Self::with_limits(engine, capacity, DEFAULT_CACHE_BYTES).await
     }
@@ -353,6 +357,7 @@ impl Hub {
     ///
     /// # Errors
     /// When the engine cannot tell its position.
+    #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, dead_code))]
     pub async fn with_limits(
         engine: Arc<dyn Engine>,
         capacity: usize,
@@ -382,11 +387,12 @@ impl Hub {
     }
 
     /// The engine's epoch.
-    pub fn epoch(&self) -> Epoch {
+    pub(crate) fn epoch(&self) -> Epoch {
         self.read_state().epoch.clone()
     }
 
     /// The cursor of the newest event this node has seen.
+    #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, dead_code))]
     pub fn head(&self) -> Cursor {
         let st = self.read_state();
         Cursor {
@@ -396,23 +402,25 @@ impl Hub {
     }
 
     /// Whether the last engine operation of the tail succeeded.
+    #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, dead_code))]
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
 
     /// How many events the cache holds now.
-    pub fn cached(&self) -> usize {
+    pub(crate) fn cached(&self) -> usize {
         self.read_state().cache.len()
     }
 
     /// How many bytes the cache holds now, as its bound (`hub.cache_bytes`) counts them: each
     /// event's JSON and the frames made from it.
-    pub fn cached_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn cached_bytes(&self) -> usize {
         self.read_state().cache.bytes
     }
 
     /// How many channel hashes have at least one local listener.
-    pub fn channels(&self) -> usize {
+    pub(crate) fn channels(&self) -> usize {
         self.listeners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -420,7 +428,7 @@ impl Hub {
     }
 
     /// Registers `listener` for `hashes` until the guard is dropped.
-    pub fn listen(
+    pub(crate) fn listen(
         self: &Arc<Self>,
         hashes: &[ChannelHash],
         listener: Arc<dyn Listener>,
@@ -441,6 +449,7 @@ impl Hub {
 
     /// Tails the engine until `cancel`: reads new events when the engine signals a change and
     /// at least every `interval`, and refreshes the floor.
+    #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, dead_code))]
     pub async fn run_tail(self: Arc<Self>, interval: Duration, cancel: CancellationToken) {
         let changes = self.engine.changes();
         let mut checked = tokio::time::Instant::now();
@@ -619,6 +628,7 @@ impl Hub {
     ///
     /// # Errors
     /// When the engine had to be read and failed.
+    #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, dead_code))]
     pub async fn fetch(
         &self,
         hashes: &[ChannelHash],
@@ -734,7 +744,7 @@ impl Hub {
     ///
     /// # Errors
     /// When the engine had to be read and failed.
-    pub async fn wait(
+    pub(crate) async fn wait(
         self: &Arc<Self>,
         hashes: &[ChannelHash],
         cursor: Cursor,

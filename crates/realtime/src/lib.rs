@@ -29,36 +29,40 @@
 //! See `ARCHITECTURE.md` for the parts and the path of an event, and `docs/protocol.md` for
 //! the wire contract.
 
-pub mod api;
-pub mod channel;
+// The public surface: the node, its settings, the engine seam, the ids and types of the
+// protocol, the handlers, the error type, the serve loop and the extractors. Everything else
+// (the hub, the transports, limits, telemetry, tokens) is internal and may change freely.
+mod api;
+mod channel;
 pub mod config;
 pub mod engine;
-pub mod error;
-pub mod event;
+mod error;
+mod event;
 pub mod extract;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod handlers;
-pub mod hub;
-pub mod limit;
+mod handlers;
+mod hub;
+mod limit;
 mod node;
 mod router;
-pub mod secret;
-pub mod serve;
-pub mod telemetry;
+mod secret;
+mod serve;
+mod telemetry;
 #[cfg(feature = "test-util")]
+#[doc(hidden)]
 pub mod testing;
-pub mod token;
-pub mod transport;
+mod token;
+mod transport;
 
 pub use channel::{Channel, ChannelHash};
 pub use config::Config;
 pub use error::{Error, Result};
-pub use event::{Cursor, Epoch, Event, EventId};
+pub use event::{Cursor, Epoch, Event, EventId, NewEvent};
 pub use handlers::{sign_webhook, HandlerError, SendContext};
 pub use node::{PageConfig, PageSubscription, Realtime, Subscription};
 pub use router::REALTIME_JS;
-pub use secret::Secret;
-pub use serve::{serve, ServeOptions};
+pub use secret::{random_hex, Secret};
+pub use serve::{bind, serve, ServeOptions};
 pub use token::UserId;

@@ -27,19 +27,19 @@ use crate::token::UserId;
 use crate::transport::PeerAddr;
 
 /// Counter of requests refused by a limit, labelled `limit`.
-pub const LIMITED: &str = "realtime_limited_total";
+pub(crate) const LIMITED: &str = "realtime_limited_total";
 
 /// Most keys one rate limiter remembers. Past it, idle keys are forgotten; if none is idle, a
 /// new key is let through untracked rather than refused (fail open: a flood of distinct keys
 /// must not lock out everyone else).
-pub const MAX_KEYS: usize = 65_536;
+pub(crate) const MAX_KEYS: usize = 65_536;
 
 /// How long a client refused for too many connections is told to wait.
 const CONNECTIONS_RETRY_SECS: u64 = 5;
 
 /// A token bucket per key: refilled at `per_sec`, holding at most `burst`.
 #[derive(Debug)]
-pub struct RateLimiter<K> {
+pub(crate) struct RateLimiter<K> {
     per_sec: f64,
     burst: f64,
     what: &'static str,
@@ -61,7 +61,7 @@ struct Bucket {
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// A limiter of `per_sec` per key with bursts of `burst`; `per_sec == 0` lets everything
     /// through. `what` names it in the 429 message and the metric.
-    pub fn new(per_sec: u32, burst: u32, what: &'static str) -> Self {
+    pub(crate) fn new(per_sec: u32, burst: u32, what: &'static str) -> Self {
         RateLimiter {
             per_sec: f64::from(per_sec),
             burst: f64::from(burst.max(1)),
@@ -74,7 +74,8 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 
     /// How many keys are remembered now.
-    pub fn keys(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> usize {
         self.lock().map.len()
     }
 
@@ -86,7 +87,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     ///
     /// # Errors
     /// 429 `rate_limited`, with the seconds until a token is there, when the bucket is empty.
-    pub fn check(&self, key: &K) -> Result<(), Error> {
+    pub(crate) fn check(&self, key: &K) -> Result<(), Error> {
         if self.per_sec <= 0.0 {
             return Ok(());
         }
@@ -134,7 +135,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
 /// Open connections per key, with a maximum.
 #[derive(Debug)]
-pub struct ConnectionCounter<K> {
+pub(crate) struct ConnectionCounter<K> {
     max: usize,
     what: &'static str,
     open: Mutex<HashMap<K, usize>>,
@@ -142,7 +143,7 @@ pub struct ConnectionCounter<K> {
 
 /// One counted connection; dropping it releases the count.
 #[derive(Debug)]
-pub struct Permit<K: Hash + Eq> {
+pub(crate) struct Permit<K: Hash + Eq> {
     counter: Arc<ConnectionCounter<K>>,
     key: K,
 }
@@ -161,7 +162,7 @@ impl<K: Hash + Eq> Drop for Permit<K> {
 
 impl<K: Hash + Eq + Clone> ConnectionCounter<K> {
     /// A counter allowing `max` open connections per key; 0 means no limit.
-    pub fn new(max: usize, what: &'static str) -> Arc<Self> {
+    pub(crate) fn new(max: usize, what: &'static str) -> Arc<Self> {
         Arc::new(ConnectionCounter {
             max,
             what,
@@ -170,7 +171,8 @@ impl<K: Hash + Eq + Clone> ConnectionCounter<K> {
     }
 
     /// How many keys have open connections now.
-    pub fn keys(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> usize {
         self.open.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
@@ -178,7 +180,7 @@ impl<K: Hash + Eq + Clone> ConnectionCounter<K> {
     ///
     /// # Errors
     /// 429 `too_many_connections` when `key` already has the maximum open.
-    pub fn acquire(self: &Arc<Self>, key: K) -> Result<Permit<K>, Error> {
+    pub(crate) fn acquire(self: &Arc<Self>, key: K) -> Result<Permit<K>, Error> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(key.clone()).or_insert(0);
         if self.max > 0 && *n >= self.max {
@@ -203,12 +205,12 @@ impl<K: Hash + Eq + Clone> ConnectionCounter<K> {
 
 /// Who a rate of sends is counted for: the user, and for the guest (shared by every visitor)
 /// also the client address, so that one visitor cannot use up every guest's sends.
-pub type SendKey = (UserId, Option<IpAddr>);
+pub(crate) type SendKey = (UserId, Option<IpAddr>);
 
 /// The limits of one router: made from the configuration when it is built, shared by its
 /// handlers (as an axum `Extension`).
 #[derive(Debug)]
-pub struct Limits {
+pub(crate) struct Limits {
     proxies: Vec<IpNet>,
     /// Open streaming connections per user.
     pub per_user: Arc<ConnectionCounter<UserId>>,
@@ -222,7 +224,7 @@ pub struct Limits {
 
 /// The permits of one streaming connection, held for its life.
 #[derive(Debug, Default)]
-pub struct ConnectionPermits {
+pub(crate) struct ConnectionPermits {
     _ip: Option<Permit<IpAddr>>,
     _user: Option<Permit<UserId>>,
 }
@@ -233,7 +235,7 @@ impl Limits {
     /// # Errors
     /// A message naming a bad `server.trusted_proxies` entry (also caught by
     /// [`Config::validate`]).
-    pub fn from_config(config: &Config) -> Result<Self, String> {
+    pub(crate) fn from_config(config: &Config) -> Result<Self, String> {
         let proxies = config
             .server
             .trusted_proxies
@@ -251,14 +253,14 @@ impl Limits {
     }
 
     /// Whether `ip` is a trusted proxy.
-    pub fn trusts(&self, ip: IpAddr) -> bool {
+    pub(crate) fn trusts(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.proxies.iter().any(|n| n.contains(&ip))
     }
 
     /// The client's address: the peer, or, when the peer is a trusted proxy, the nearest
     /// untrusted address of `X-Forwarded-For` (read from the right, where each proxy appends).
-    pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    pub(crate) fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
         let mut ip = peer?.to_canonical();
         if !self.trusts(ip) {
             return Some(ip);
@@ -288,7 +290,11 @@ impl Limits {
     ///
     /// # Errors
     /// 429 `too_many_connections`.
-    pub fn connect(&self, user: UserId, ip: Option<IpAddr>) -> Result<ConnectionPermits, Error> {
+    pub(crate) fn connect(
+        &self,
+        user: UserId,
+        ip: Option<IpAddr>,
+    ) -> Result<ConnectionPermits, Error> {
         let ip = self.connect_ip(ip)?;
         Ok(ConnectionPermits {
             _user: Some(self.per_user.acquire(user)?),
@@ -301,7 +307,7 @@ impl Limits {
     ///
     /// # Errors
     /// 429 `too_many_connections`.
-    pub fn connect_ip(&self, ip: Option<IpAddr>) -> Result<ConnectionPermits, Error> {
+    pub(crate) fn connect_ip(&self, ip: Option<IpAddr>) -> Result<ConnectionPermits, Error> {
         Ok(ConnectionPermits {
             _ip: ip.map(|ip| self.per_ip.acquire(ip_key(ip))).transpose()?,
             _user: None,
@@ -312,7 +318,11 @@ impl Limits {
     ///
     /// # Errors
     /// 429 `too_many_connections`.
-    pub fn connect_user(&self, permits: &mut ConnectionPermits, user: UserId) -> Result<(), Error> {
+    pub(crate) fn connect_user(
+        &self,
+        permits: &mut ConnectionPermits,
+        user: UserId,
+    ) -> Result<(), Error> {
         permits._user = Some(self.per_user.acquire(user)?);
         Ok(())
     }
@@ -321,7 +331,7 @@ impl Limits {
     ///
     /// # Errors
     /// 429 `rate_limited`.
-    pub fn send(&self, user: UserId, ip: Option<IpAddr>) -> Result<(), Error> {
+    pub(crate) fn send(&self, user: UserId, ip: Option<IpAddr>) -> Result<(), Error> {
         let ip = if user == UserId::GUEST {
             ip.map(ip_key)
         } else {
@@ -333,7 +343,7 @@ impl Limits {
 
 /// The key of an address for per-address limits: IPv4 as it is, IPv6 by its /64 (one
 /// customer's network: a host has a whole /64 to pick addresses from).
-pub fn ip_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let s = v6.segments();
@@ -348,7 +358,7 @@ pub fn ip_key(ip: IpAddr) -> IpAddr {
 ///
 /// # Errors
 /// A message naming the entry.
-pub fn parse_proxy(text: &str) -> Result<IpNet, String> {
+pub(crate) fn parse_proxy(text: &str) -> Result<IpNet, String> {
     let text = text.trim();
     if let Ok(net) = text.parse::<IpNet>() {
         return Ok(net.trunc());
@@ -362,7 +372,7 @@ pub fn parse_proxy(text: &str) -> Result<IpNet, String> {
 /// hand over the peer address (`ConnectInfo<SocketAddr>`), and then per-address limits are
 /// skipped.
 #[derive(Debug, Clone, Copy)]
-pub struct ClientIp(pub Option<IpAddr>);
+pub(crate) struct ClientIp(pub Option<IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
@@ -389,7 +399,7 @@ fn peer(parts: &Parts) -> Option<IpAddr> {
 
 /// Whether the peer of a request is a trusted proxy (so its forwarding headers count).
 #[derive(Debug, Clone, Copy)]
-pub struct FromTrustedProxy(pub bool);
+pub(crate) struct FromTrustedProxy(pub bool);
 
 impl<S: Send + Sync> FromRequestParts<S> for FromTrustedProxy {
     type Rejection = std::convert::Infallible;

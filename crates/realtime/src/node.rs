@@ -180,18 +180,30 @@ impl Realtime {
         &self.inner.config
     }
 
+    /// The engine's name (`memory`, `sqlite`, `postgres`, `redis`, or a custom engine's).
+    pub fn engine_name(&self) -> &'static str {
+        self.inner.engine.name()
+    }
+
+    /// Where pages reach this node: `server.public_url`, else `http://` and the `Host` of the
+    /// request with `headers` (forwarding headers are ignored here: anyone can send them).
+    pub fn public_url(&self, headers: &axum::http::HeaderMap) -> String {
+        crate::api::base_url(self, headers)
+    }
+
     /// The signing secret.
-    pub fn secret(&self) -> &Secret {
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
+    pub(crate) fn secret(&self) -> &Secret {
         &self.inner.secret
     }
 
     /// The engine.
-    pub fn engine(&self) -> &Arc<dyn Engine> {
+    pub(crate) fn engine(&self) -> &Arc<dyn Engine> {
         &self.inner.engine
     }
 
     /// This node's hub.
-    pub fn hub(&self) -> &Arc<Hub> {
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
         &self.inner.hub
     }
 

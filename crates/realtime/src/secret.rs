@@ -6,7 +6,7 @@
 use std::fmt;
 
 /// Shortest secret accepted: shorter keys make hashes and tokens guessable.
-pub const MIN_SECRET_LEN: usize = 16;
+pub(crate) const MIN_SECRET_LEN: usize = 16;
 
 /// The signing secret. Its `Debug` form never shows the value.
 #[derive(Clone)]

@@ -86,21 +86,21 @@ use crate::config::Config;
 use crate::transport::WriteTimeoutIo;
 
 /// Open HTTP connections (upgraded WebSockets included), over every listener.
-pub const HTTP_CONNECTIONS: &str = "realtime_http_connections";
+pub(crate) const HTTP_CONNECTIONS: &str = "realtime_http_connections";
 /// Connections answered 503 and closed at once because the cap and the reserve were full, and
 /// requests for other than the reserve paths on a reserve connection.
-pub const HTTP_REFUSED: &str = "realtime_http_refused_total";
+pub(crate) const HTTP_REFUSED: &str = "realtime_http_refused_total";
 /// Connections closed, or requests answered 408, by a timeout: `kind` = `header`, `idle`, `body`.
-pub const HTTP_TIMEOUTS: &str = "realtime_http_timeouts_total";
+pub(crate) const HTTP_TIMEOUTS: &str = "realtime_http_timeouts_total";
 /// Failed accepts, by `kind`: `fd_limit` (`EMFILE`/`ENFILE`) or `other`.
-pub const ACCEPT_ERRORS: &str = "realtime_accept_errors_total";
+pub(crate) const ACCEPT_ERRORS: &str = "realtime_accept_errors_total";
 
 /// The listen backlog [`bind`] asks for (the kernel may cap it: `net.core.somaxconn`).
-pub const LISTEN_BACKLOG: u32 = 1024;
+pub(crate) const LISTEN_BACKLOG: u32 = 1024;
 /// Descriptors kept out of the connection cap for the engine, files, webhooks and logs.
-pub const FD_RESERVE: usize = 128;
+pub(crate) const FD_RESERVE: usize = 128;
 /// The header and idle timeouts of a reserve connection (at most; shorter settings win).
-pub const RESERVE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const RESERVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a failing `accept` waits before it tries again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one log line per this long about failing accepts.
@@ -223,7 +223,7 @@ pub async fn bind(addr: &str) -> io::Result<TcpListener> {
 }
 
 /// The soft open-file limit of this process, where the system tells it (Linux).
-pub fn open_file_limit() -> Option<usize> {
+pub(crate) fn open_file_limit() -> Option<usize> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()

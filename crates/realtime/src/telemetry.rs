@@ -5,22 +5,22 @@
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 
 /// Events appended through this node.
-pub const EVENTS_NOTIFIED: &str = "realtime_events_notified_total";
+pub(crate) const EVENTS_NOTIFIED: &str = "realtime_events_notified_total";
 /// Events written to clients, by transport.
-pub const EVENTS_DELIVERED: &str = "realtime_events_delivered_total";
+pub(crate) const EVENTS_DELIVERED: &str = "realtime_events_delivered_total";
 /// Reads the hub made of the engine: `tail` (one per batch of new events, per node) and
 /// `resume` (a cursor older than the cache). Polls answered from the cache add none.
-pub const ENGINE_READS: &str = "realtime_engine_reads_total";
+pub(crate) const ENGINE_READS: &str = "realtime_engine_reads_total";
 /// Long-poll requests answered.
-pub const POLLS: &str = "realtime_polls_total";
+pub(crate) const POLLS: &str = "realtime_polls_total";
 /// Open WebSocket connections and SSE streams, by transport.
-pub const CONNECTIONS: &str = "realtime_connections";
+pub(crate) const CONNECTIONS: &str = "realtime_connections";
 /// WebSocket clients cut off for not reading (close code 4008).
-pub const SLOW_CONSUMERS: &str = "realtime_slow_consumers_total";
+pub(crate) const SLOW_CONSUMERS: &str = "realtime_slow_consumers_total";
 /// Sends to server, by path (`websocket`, `http`) and outcome (`ok`, `error`).
-pub const SENDS: &str = "realtime_sends_total";
+pub(crate) const SENDS: &str = "realtime_sends_total";
 /// Events in this node's cache.
-pub const CACHED_EVENTS: &str = "realtime_hub_cached_events";
+pub(crate) const CACHED_EVENTS: &str = "realtime_hub_cached_events";
 
 /// Registers the descriptions (once per process is enough; repeating is harmless).
 pub(crate) fn describe() {

@@ -43,6 +43,7 @@ impl std::fmt::Display for UserId {
 
 /// What a token grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, dead_code))]
 pub enum TokenKind {
     /// Receive one channel.
     Subscription,
@@ -88,6 +89,7 @@ fn mac(
 }
 
 /// Signs a token of `kind` for `user`, valid until `expires` (Unix seconds).
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, dead_code))]
 pub fn sign(
     secret: &Secret,
     kind: TokenKind,
@@ -106,6 +108,7 @@ pub fn sign(
 /// # Errors
 /// `token_invalid` (403) when it is malformed or its MAC does not match (forged, or for another
 /// channel), `token_expired` (401) when its time has passed.
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, dead_code))]
 pub fn verify(
     secret: &Secret,
     kind: TokenKind,
@@ -120,7 +123,7 @@ pub fn verify(
 ///
 /// # Errors
 /// As [`verify`].
-pub fn verify_expiring(
+pub(crate) fn verify_expiring(
     secret: &Secret,
     kind: TokenKind,
     hash: Option<&ChannelHash>,

@@ -150,11 +150,10 @@ async fn the_event_rule_is_enforced_at_notify_and_refusals_store_nothing() {
     let (st, body) = s.post("/api/notify", Some(API_KEY), raw).await;
     assert_eq!(st, 200, "{body}");
     let id = body["id"].as_i64().expect("an id");
-    let stored =
-        s.rt.engine()
-            .read(realtime::EventId(id - 1), None, 1)
-            .await
-            .expect("read");
+    let stored = realtime::testing::internal::engine(&s.rt)
+        .read(realtime::EventId(id - 1), None, 1)
+        .await
+        .expect("read");
     assert_eq!(stored[0].area, "C:\\temp \"quoted\" 😀");
     assert_eq!(stored[0].channeldetails, "שלום e\u{301} \\");
     assert_eq!(stored[0].payload.get(), payload, "the payload byte-exact");

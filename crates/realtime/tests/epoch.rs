@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use common::{channel, config, ws, TestServer};
 use realtime::engine::{Engine, MemoryEngine, Position};
-use realtime::event::NewEvent;
+use realtime::NewEvent;
 use realtime::{ChannelHash, Event, EventId};
 use serde_json::json;
 use tokio::sync::Notify;

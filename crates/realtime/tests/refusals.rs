@@ -3,7 +3,7 @@
 mod common;
 
 use common::{channel, config, secret, TestServer, API_KEY};
-use realtime::token::{self, now_secs, TokenKind};
+use realtime::testing::internal::{self as token, now_secs, TokenKind};
 use realtime::{ChannelHash, UserId};
 use serde_json::{json, Value};
 

@@ -10,8 +10,9 @@ mod common;
 use std::time::Duration;
 
 use common::{channel, config, secret, sse, ws, TestServer};
-use realtime::token::{now_secs, sign, TokenKind, UserId};
+use realtime::testing::internal::{now_secs, sign, TokenKind};
 use realtime::ChannelHash;
+use realtime::UserId;
 use serde_json::{json, Value};
 
 /// `page` with every token (the user's and each subscription's) re-signed to expire at `expires`.

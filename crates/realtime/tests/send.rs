@@ -103,7 +103,7 @@ async fn webhook_app() -> (String, tokio::task::JoinHandle<()>) {
             .map_err(|_| StatusCode::UNAUTHORIZED)?;
         mac.verify_slice(&want)
             .map_err(|_| StatusCode::UNAUTHORIZED)?;
-        let age = realtime::token::now_secs()
+        let age = realtime::engine::now_secs()
             - ts.parse::<i64>().map_err(|_| StatusCode::UNAUTHORIZED)?;
         if !(-60..=300).contains(&age) {
             return Err(StatusCode::UNAUTHORIZED);

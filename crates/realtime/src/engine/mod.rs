@@ -28,6 +28,9 @@ pub mod sqlite;
 pub use memory::MemoryEngine;
 pub use sqlite::SqliteEngine;
 
+/// For engine implementations: seconds since the Unix epoch, now (an event's `timecreated`).
+pub use crate::token::now_secs;
+
 /// Where a store stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {

@@ -908,3 +908,30 @@ pub async fn check_against_model(e: Arc<dyn Engine>, ops: &[ModelOp]) {
         );
     }
 }
+
+/// Internals the crate's own tests and benches reach into. Not API: it changes with them.
+pub mod internal {
+    pub use crate::hub::Hub;
+    pub use crate::token::{now_secs, sign, verify, TokenKind};
+    pub use crate::transport::write_timeout::{PeerAddr, WriteTimeoutListener};
+
+    use std::sync::Arc;
+
+    use crate::engine::Engine;
+    use crate::{Realtime, Secret};
+
+    /// The node's hub.
+    pub fn hub(rt: &Realtime) -> &Arc<Hub> {
+        rt.hub()
+    }
+
+    /// The node's engine.
+    pub fn engine(rt: &Realtime) -> &Arc<dyn Engine> {
+        rt.engine()
+    }
+
+    /// The node's secret.
+    pub fn secret(rt: &Realtime) -> &Secret {
+        rt.secret()
+    }
+}

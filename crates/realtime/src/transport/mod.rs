@@ -14,18 +14,18 @@ use crate::hub::Batch;
 use crate::token::UserId;
 use crate::Realtime;
 
-pub mod poll;
-pub mod send;
-pub mod sse;
-pub mod write_timeout;
-pub mod ws;
+pub(crate) mod poll;
+pub(crate) mod send;
+pub(crate) mod sse;
+pub(crate) mod write_timeout;
+pub(crate) mod ws;
 
-pub use write_timeout::{PeerAddr, WriteTimeoutIo, WriteTimeoutListener};
+pub(crate) use write_timeout::{PeerAddr, WriteTimeoutIo};
 
 /// One subscription as a client presents it: the hash and its token.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SubscriptionRef {
+pub(crate) struct SubscriptionRef {
     /// The channel hash from the page config.
     pub channel: ChannelHash,
     /// The subscription token from the page config.
@@ -36,7 +36,7 @@ pub struct SubscriptionRef {
 ///
 /// # Errors
 /// 400 when there are none or too many; the first token's refusal otherwise.
-pub fn authorize(
+pub(crate) fn authorize(
     rt: &Realtime,
     user: UserId,
     subs: &[SubscriptionRef],
@@ -49,7 +49,7 @@ pub fn authorize(
 ///
 /// # Errors
 /// As [`authorize`].
-pub fn authorize_expiring(
+pub(crate) fn authorize_expiring(
     rt: &Realtime,
     user: UserId,
     subs: &[SubscriptionRef],
@@ -92,7 +92,7 @@ pub(crate) fn expiry_instant(expires: i64) -> tokio::time::Instant {
 
 /// The JSON of a batch: `{"events": [...], "cursor": "...", "recovered": bool}`, built from the
 /// events' bytes serialised once by the hub.
-pub fn batch_json(batch: &Batch) -> Bytes {
+pub(crate) fn batch_json(batch: &Batch) -> Bytes {
     let size: usize = batch.events.iter().map(|e| e.json.len() + 1).sum();
     let mut out = Vec::with_capacity(size + 96);
     out.extend_from_slice(b"{\"events\":[");
@@ -113,7 +113,7 @@ pub fn batch_json(batch: &Batch) -> Bytes {
 /// Cuts `batch` to at most `budget` bytes of event JSON (always keeping the first event) and
 /// moves its cursor to the last event kept, so that the client continues with the rest.
 /// Whether anything was cut.
-pub fn cut_to_bytes(batch: &mut Batch, budget: usize) -> bool {
+pub(crate) fn cut_to_bytes(batch: &mut Batch, budget: usize) -> bool {
     let mut total = 0usize;
     let mut keep = batch.events.len();
     for (i, e) in batch.events.iter().enumerate() {
@@ -138,7 +138,7 @@ pub fn cut_to_bytes(batch: &mut Batch, budget: usize) -> bool {
 ///
 /// # Errors
 /// 403 `origin_refused`.
-pub fn check_origin(rt: &Realtime, headers: &HeaderMap) -> Result<()> {
+pub(crate) fn check_origin(rt: &Realtime, headers: &HeaderMap) -> Result<()> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };

@@ -27,7 +27,7 @@ use crate::Realtime;
 /// The body of `POST /poll`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PollRequest {
+pub(crate) struct PollRequest {
     /// The page's subscriptions.
     pub subscriptions: Vec<SubscriptionRef>,
     /// Where the client is; absent means "from now".
@@ -45,7 +45,7 @@ fn wait_by_default() -> bool {
 }
 
 /// `POST /poll`, with `Authorization: Bearer <usertoken>`.
-pub async fn poll(
+pub(crate) async fn poll(
     User(user): User,
     State(rt): State<Realtime>,
     Extension(limits): Extension<Arc<Limits>>,

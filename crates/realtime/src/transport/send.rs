@@ -19,7 +19,7 @@ use crate::Realtime;
 /// The body of `POST /send`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SendRequest {
+pub(crate) struct SendRequest {
     /// The component whose handler answers.
     pub component: String,
     /// Any JSON (absent means `null`).
@@ -29,13 +29,13 @@ pub struct SendRequest {
 
 /// The answer of `POST /send`.
 #[derive(Debug, Serialize)]
-pub struct SendResponse {
+pub(crate) struct SendResponse {
     /// The handler's answer.
     pub response: Box<RawValue>,
 }
 
 /// `POST /send`, with `Authorization: Bearer <usertoken>`.
-pub async fn send(
+pub(crate) async fn send(
     User(user): User,
     _: SendRate,
     State(rt): State<Realtime>,
@@ -51,7 +51,7 @@ pub async fn send(
 /// Proof that this send is within its user's rate: taken after the credential and before the
 /// body is read.
 #[derive(Debug, Clone, Copy)]
-pub struct SendRate;
+pub(crate) struct SendRate;
 
 impl axum::extract::FromRequestParts<Realtime> for SendRate {
     type Rejection = crate::error::Error;

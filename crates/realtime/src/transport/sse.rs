@@ -43,7 +43,7 @@ use crate::Realtime;
 
 /// Events are written in chunks of about this many bytes: small events are gathered into one
 /// chunk (one copy of a few KiB), a larger event is sent as its own shared bytes.
-pub const CHUNK_BYTES: usize = 16 * 1024;
+pub(crate) const CHUNK_BYTES: usize = 16 * 1024;
 
 /// The record that ends a stream whose tokens expired (no `id:`: the client keeps its cursor).
 const TOKEN_EXPIRED_RECORD: &[u8] = b"event: token_expired\ndata: {\"error\":{\"code\":\"token_expired\",\"message\":\"the token has expired; renew it and reconnect\"}}\n\n";
@@ -110,7 +110,7 @@ pub(crate) fn parse_query(query: Option<&str>) -> Result<SseRequest> {
 }
 
 /// `GET /sse`.
-pub async fn sse(
+pub(crate) async fn sse(
     State(rt): State<Realtime>,
     Extension(limits): Extension<Arc<Limits>>,
     ClientIp(ip): ClientIp,

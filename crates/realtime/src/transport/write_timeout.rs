@@ -37,6 +37,7 @@ use tokio::time::Sleep;
 
 /// A listener whose connections have a write timeout.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, dead_code))]
 pub struct WriteTimeoutListener<L> {
     inner: L,
     timeout: Duration,
@@ -44,6 +45,7 @@ pub struct WriteTimeoutListener<L> {
 
 impl<L> WriteTimeoutListener<L> {
     /// Wraps `inner`: its connections fail a write pending for longer than `timeout`.
+    #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, dead_code))]
     pub fn new(inner: L, timeout: Duration) -> Self {
         WriteTimeoutListener { inner, timeout }
     }
@@ -67,6 +69,7 @@ impl<L: Listener> Listener for WriteTimeoutListener<L> {
 /// `into_make_service_with_connect_info::<PeerAddr>()` (axum's `SocketAddr` connect info only
 /// knows its own listeners). The limits read it as they read `ConnectInfo<SocketAddr>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, dead_code))]
 pub struct PeerAddr(pub SocketAddr);
 
 impl<L> Connected<IncomingStream<'_, WriteTimeoutListener<L>>> for PeerAddr
@@ -80,6 +83,7 @@ where
 
 /// A connection whose writes may wait at most a given time.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, dead_code))]
 pub struct WriteTimeoutIo<T> {
     inner: T,
     timeout: Duration,
@@ -89,7 +93,7 @@ pub struct WriteTimeoutIo<T> {
 
 impl<T> WriteTimeoutIo<T> {
     /// Wraps one connection.
-    pub fn new(inner: T, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: T, timeout: Duration) -> Self {
         WriteTimeoutIo {
             inner,
             timeout,

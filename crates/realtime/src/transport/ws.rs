@@ -65,27 +65,27 @@ use crate::Realtime;
 use std::net::IpAddr;
 
 /// Close code: the credential was refused; the client must not retry.
-pub const CLOSE_CREDENTIAL_REFUSED: u16 = 4001;
+pub(crate) const CLOSE_CREDENTIAL_REFUSED: u16 = 4001;
 /// Close code: the subscribe frame was malformed or missing; the client must not retry.
-pub const CLOSE_BAD_SUBSCRIBE: u16 = 4002;
+pub(crate) const CLOSE_BAD_SUBSCRIBE: u16 = 4002;
 /// Close code: the client did not read fast enough; resume from the cursor.
-pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4008;
 /// Close code: nothing was heard from the client within the dead-peer timeout.
-pub const CLOSE_NO_HEARTBEAT: u16 = 4009;
+pub(crate) const CLOSE_NO_HEARTBEAT: u16 = 4009;
 /// Close code: the first of the connection's tokens expired; renew, then reconnect.
-pub const CLOSE_TOKEN_EXPIRED: u16 = 4010;
+pub(crate) const CLOSE_TOKEN_EXPIRED: u16 = 4010;
 /// Close code: the server is draining; reconnect at once (another node will answer).
-pub const CLOSE_DRAINING: u16 = 1012;
+pub(crate) const CLOSE_DRAINING: u16 = 1012;
 /// Close code: a frame over the size limit.
-pub const CLOSE_TOO_BIG: u16 = 1009;
+pub(crate) const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code: the client broke the WebSocket protocol (RFC 6455: unmasked frame, reserved
 /// bits, unknown opcode).
-pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+pub(crate) const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 /// Close code: a text frame that is not UTF-8 (RFC 6455 "invalid frame payload data").
-pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
+pub(crate) const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 /// Close code: over a limit (too many connections of this user); reconnect later, with
 /// backoff.
-pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+pub(crate) const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 
 /// A frame a client sends.
 #[derive(Debug, Deserialize)]
@@ -121,7 +121,7 @@ pub(crate) fn parse_client_frame(text: &str) -> serde_json::Result<ClientFrame> 
 }
 
 /// `GET /ws`: checks the origin, then upgrades.
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     State(rt): State<Realtime>,
     Extension(limits): Extension<Arc<Limits>>,
     ClientIp(ip): ClientIp,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use realtime::engine::SqliteEngine;
-use realtime::transport::{PeerAddr, WriteTimeoutListener};
+use realtime::testing::internal::{PeerAddr, WriteTimeoutListener};
 use realtime::{Config, Realtime, Secret};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -143,7 +143,7 @@ impl Served {
     /// Waits until this node's hub has taken `id` from the engine.
     pub async fn wait_head(&self, id: i64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while self.rt.hub().head().id.0 < id {
+        while realtime::testing::internal::hub(&self.rt).head().id.0 < id {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the hub never reached {id}"
