@@ -311,12 +311,12 @@ fn answer(group: Vec<Append>, (first, now): (i64, i64)) {
             .events
             .into_iter()
             .map(|e| {
-                let stored = Event::from_new(e, EventId(id), now);
+                let stored = EventId::new(id).map(|id| Event::from_new(e, id, now));
                 id += 1;
                 stored
             })
             .collect();
-        let _ = a.reply.send(Ok(events));
+        let _ = a.reply.send(events);
     }
 }
 
@@ -348,11 +348,11 @@ async fn insert_group(pool: &Pool, batches: &[&[NewEvent]]) -> Result<(i64, i64)
     for (id, e) in (first..).zip(batches.iter().flat_map(|b| b.iter())) {
         ids.push(id);
         hashes.push(e.hash.as_str());
-        contexts.push(e.channel.contextid);
-        components.push(e.channel.component.as_str());
-        areas.push(e.channel.area.as_str());
-        items.push(e.channel.itemid);
-        details.push(e.channel.details.as_str());
+        contexts.push(e.channel.contextid());
+        components.push(e.channel.component());
+        areas.push(e.channel.area());
+        items.push(e.channel.itemid());
+        details.push(e.channel.details());
         payloads.push(e.payload.get());
         times.push(now);
     }
@@ -433,7 +433,7 @@ fn row_to_event(r: &Row) -> Result<Event> {
     let hash: String = r.try_get(1).map_err(|e| bad(e.to_string()))?;
     let payload: String = r.try_get(7).map_err(|e| bad(e.to_string()))?;
     Ok(Event {
-        id: EventId(r.try_get(0).map_err(|e| bad(e.to_string()))?),
+        id: EventId::new(r.try_get(0).map_err(|e| bad(e.to_string()))?)?,
         hash: ChannelHash::parse(&hash).map_err(|e| bad(e.to_string()))?,
         contextid: r.try_get(2).map_err(|e| bad(e.to_string()))?,
         component: r.try_get(3).map_err(|e| bad(e.to_string()))?,
@@ -483,7 +483,7 @@ impl Engine for PostgresEngine {
                 None => {
                     let sql = format!("SELECT {COLUMNS} FROM realtime_events WHERE id > $1 ORDER BY id LIMIT $2");
                     let stmt = client.prepare_cached(&sql).await.map_err(|e| unavailable("read", e))?;
-                    client.query(&stmt, &[&after.0, &limit]).await
+                    client.query(&stmt, &[&after.get(), &limit]).await
                 }
                 Some(hashes) => {
                     let hashes: Vec<&str> = hashes.iter().map(ChannelHash::as_str).collect();
@@ -491,7 +491,7 @@ impl Engine for PostgresEngine {
                         "SELECT {COLUMNS} FROM realtime_events WHERE hash = ANY($3) AND id > $1 ORDER BY id LIMIT $2"
                     );
                     let stmt = client.prepare_cached(&sql).await.map_err(|e| unavailable("read", e))?;
-                    client.query(&stmt, &[&after.0, &limit, &hashes]).await
+                    client.query(&stmt, &[&after.get(), &limit, &hashes]).await
                 }
             }
             .map_err(|e| unavailable("read", e))?;
@@ -516,13 +516,11 @@ impl Engine for PostgresEngine {
             let epoch: Option<String> = row.get(1);
             let floor: Option<String> = row.get(2);
             Ok(Position {
-                epoch: Epoch(
-                    epoch.ok_or_else(|| {
-                        unavailable("position", "no epoch: the tables were emptied")
-                    })?,
-                ),
-                head: EventId(head.unwrap_or(0)),
-                floor: EventId(floor.and_then(|f| f.parse().ok()).unwrap_or(0)),
+                epoch: Epoch::new(epoch.ok_or_else(|| {
+                    unavailable("position", "no epoch: the tables were emptied")
+                })?)?,
+                head: EventId::new(head.unwrap_or(0))?,
+                floor: EventId::new(floor.and_then(|f| f.parse().ok()).unwrap_or(0))?,
             })
         })
         .await

@@ -57,7 +57,7 @@ async fn ids_become_visible_in_order_under_many_concurrent_notifiers() {
         .collect();
     // Tail while they write: every read continues exactly where the last ended.
     let mut seen = BTreeSet::new();
-    let mut after = EventId(0);
+    let mut after = EventId::ZERO;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while seen.len() < 400 {
         assert!(
@@ -67,11 +67,11 @@ async fn ids_become_visible_in_order_under_many_concurrent_notifiers() {
         );
         for e in reader.read(after, None, 1_000).await.expect("read") {
             assert_eq!(
-                e.id.0,
-                after.0 + 1,
+                e.id.get(),
+                after.get() + 1,
                 "a gap: id {} visible before {}",
-                e.id.0,
-                after.0 + 1
+                e.id.get(),
+                after.get() + 1
             );
             after = e.id;
             seen.insert(e.id);
@@ -82,7 +82,7 @@ async fn ids_become_visible_in_order_under_many_concurrent_notifiers() {
     }
     assert_eq!(
         reader.position().await.expect("position").head,
-        EventId(400)
+        EventId::new(400).expect("an event id")
     );
 }
 
@@ -103,7 +103,10 @@ async fn a_node_learns_of_another_nodes_events_through_listen() {
         .await
         .expect("b was woken by a's NOTIFY")
         .expect("task");
-    assert_eq!(b.read(EventId(0), None, 10).await.expect("read").len(), 1);
+    assert_eq!(
+        b.read(EventId::ZERO, None, 10).await.expect("read").len(),
+        1
+    );
 }
 
 /// Issue 9: a NUL in details (or a payload nested past PostgreSQL's stack) failed the whole
@@ -151,14 +154,17 @@ async fn one_bad_event_fails_only_its_own_caller() {
                     .id,
             );
         }
-        let all = engine.read(EventId(0), None, 10_000).await.expect("read");
+        let all = engine
+            .read(EventId::ZERO, None, 10_000)
+            .await
+            .expect("read");
         for id in ids {
             assert!(all.iter().any(|e| e.id == id), "{id:?} is readable");
         }
     }
     assert_eq!(
         engine
-            .read(EventId(0), None, 10_000)
+            .read(EventId::ZERO, None, 10_000)
             .await
             .expect("read")
             .len(),

@@ -382,7 +382,7 @@ impl RedisEngine {
             let events = self.range(cursor, until, chunk).await?;
             let done = events.len() < chunk;
             for e in events {
-                cursor = e.id.0;
+                cursor = e.id.get();
                 if hashes.contains(&e.hash) {
                     out.push(e);
                     if out.len() == limit {
@@ -492,7 +492,7 @@ fn parse_entry(id: &str, value: Option<&redis::Value>) -> Result<Event> {
     let stored: Stored =
         serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("entry {id}: {e}")))?;
     Ok(Event {
-        id: EventId(id),
+        id: EventId::new(id)?,
         hash: ChannelHash::parse(&stored.hash)?,
         contextid: stored.contextid,
         component: stored.component,
@@ -594,11 +594,11 @@ impl Engine for RedisEngine {
             script.key(self.keys.channel(e.hash.as_str()));
             let stored = StoredRef {
                 hash: e.hash.as_str(),
-                contextid: e.channel.contextid,
-                component: &e.channel.component,
-                area: &e.channel.area,
-                itemid: e.channel.itemid,
-                channeldetails: &e.channel.details,
+                contextid: e.channel.contextid(),
+                component: e.channel.component(),
+                area: e.channel.area(),
+                itemid: e.channel.itemid(),
+                channeldetails: e.channel.details(),
                 payload: &e.payload,
                 timecreated: now,
             };
@@ -619,10 +619,10 @@ impl Engine for RedisEngine {
         self.changes.notify_one();
         let n =
             i64::try_from(events.len()).map_err(|_| Error::Internal("batch too large".into()))?;
-        Ok((last - n + 1..)
+        (last - n + 1..)
             .zip(events)
-            .map(|(id, e)| Event::from_new(e, EventId(id), now))
-            .collect())
+            .map(|(id, e)| EventId::new(id).map(|id| Event::from_new(e, id, now)))
+            .collect()
     }
 
     async fn read(
@@ -632,9 +632,9 @@ impl Engine for RedisEngine {
         limit: usize,
     ) -> Result<Vec<Event>> {
         match hashes {
-            None => self.range(after.0, None, limit).await,
+            None => self.range(after.get(), None, limit).await,
             Some([]) => Ok(Vec::new()),
-            Some(hashes) => self.read_indexed(after.0, hashes, limit).await,
+            Some(hashes) => self.read_indexed(after.get(), hashes, limit).await,
         }
     }
 
@@ -659,9 +659,9 @@ impl Engine for RedisEngine {
         // Whatever epoch the store has now is the one reads are checked against from here on.
         *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = Some(epoch.clone());
         Ok(Position {
-            epoch: Epoch(epoch),
-            head: EventId(head.unwrap_or(0)),
-            floor: EventId(floor.unwrap_or(0)),
+            epoch: Epoch::new(epoch)?,
+            head: EventId::new(head.unwrap_or(0))?,
+            floor: EventId::new(floor.unwrap_or(0))?,
         })
     }
 

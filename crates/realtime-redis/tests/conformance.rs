@@ -54,14 +54,14 @@ async fn a_lost_store_gets_a_new_epoch_and_reads_of_it_fail_until_noticed() {
         .expect("append after the loss");
     // The first engine must not take the new store's event for one of the old epoch.
     assert!(
-        engine.read(EventId(0), None, 10).await.is_err(),
+        engine.read(EventId::ZERO, None, 10).await.is_err(),
         "a read across an epoch change fails"
     );
     let after = engine.position().await.expect("position");
     assert_ne!(after.epoch, before.epoch, "a lost store has a new epoch");
     assert_eq!(
         engine
-            .read(EventId(0), None, 10)
+            .read(EventId::ZERO, None, 10)
             .await
             .expect("read in the new epoch")
             .len(),
@@ -122,8 +122,8 @@ async fn an_unreadable_entry_is_skipped_and_never_wedges_the_tail() {
         .expect("hub");
     // The hub starts at the head; a client holding a cursor from before both entries resumes.
     let old = realtime::Cursor {
-        epoch: realtime::Epoch("legacyepoch".into()),
-        id: EventId(0),
+        epoch: realtime::Epoch::new("legacyepoch").expect("an epoch"),
+        id: EventId::ZERO,
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     tokio::spawn(
@@ -137,28 +137,31 @@ async fn an_unreadable_entry_is_skipped_and_never_wedges_the_tail() {
         ])
         .await
         .expect("append after the unreadable entry");
-    assert_eq!(stored[0].id, EventId(3));
+    assert_eq!(stored[0].id, EventId::new(3).expect("an event id"));
 
-    let all = engine.read(EventId(0), None, 100).await.expect("read all");
+    let all = engine
+        .read(EventId::ZERO, None, 100)
+        .await
+        .expect("read all");
     assert_eq!(
-        all.iter().map(|e| e.id.0).collect::<Vec<_>>(),
+        all.iter().map(|e| e.id.get()).collect::<Vec<_>>(),
         vec![1, 3, 4],
         "the unreadable entry 2 is skipped, the rest is read"
     );
     assert_eq!(all[0].payload.get(), r#"{"old":"\"quoted\""}"#);
     assert_eq!(all[0].area, "C:\\temp");
     let mine = engine
-        .read(EventId(0), Some(std::slice::from_ref(&hash)), 100)
+        .read(EventId::ZERO, Some(std::slice::from_ref(&hash)), 100)
         .await
         .expect("read by channel");
     assert_eq!(
-        mine.iter().map(|e| e.id.0).collect::<Vec<_>>(),
+        mine.iter().map(|e| e.id.get()).collect::<Vec<_>>(),
         vec![1, 3],
         "a resume by channel finds the unindexed older entry and the indexed new one"
     );
 
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while hub.head().id < EventId(4) {
+    while hub.head().id < EventId::new(4).expect("an event id") {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the tail is wedged at {:?}",
@@ -173,7 +176,7 @@ async fn an_unreadable_entry_is_skipped_and_never_wedges_the_tail() {
         .expect("a resume from before the unreadable entry");
     assert!(batch.recovered);
     assert_eq!(
-        batch.events.iter().map(|e| e.id.0).collect::<Vec<_>>(),
+        batch.events.iter().map(|e| e.id.get()).collect::<Vec<_>>(),
         vec![1, 3]
     );
     cancel.cancel();
@@ -203,12 +206,16 @@ async fn an_unreadable_entry_is_skipped_and_never_wedges_the_tail() {
         .append(vec![new_event("mod_legacy", "C:\\temp", 0, "6")])
         .await
         .expect("append");
-    assert_eq!(next[0].id, EventId(6));
+    assert_eq!(next[0].id, EventId::new(6).expect("an event id"));
     let one = engine
-        .read(EventId(3), Some(std::slice::from_ref(&hash)), 1)
+        .read(
+            EventId::new(3).expect("an event id"),
+            Some(std::slice::from_ref(&hash)),
+            1,
+        )
         .await
         .expect("read by channel past an unreadable indexed entry");
-    assert_eq!(one.iter().map(|e| e.id.0).collect::<Vec<_>>(), vec![6]);
+    assert_eq!(one.iter().map(|e| e.id.get()).collect::<Vec<_>>(), vec![6]);
 
     assert_eq!(
         engine
@@ -218,6 +225,9 @@ async fn an_unreadable_entry_is_skipped_and_never_wedges_the_tail() {
         6,
         "the unreadable entry goes with its run"
     );
-    assert_eq!(engine.position().await.expect("position").floor, EventId(6));
+    assert_eq!(
+        engine.position().await.expect("position").floor,
+        EventId::new(6).expect("an event id")
+    );
     delete_prefix(&base_url(), &p).await.expect("cleanup");
 }

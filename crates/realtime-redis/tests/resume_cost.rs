@@ -42,12 +42,16 @@ async fn one_filtered_resume_over_100k_retained_events() {
     for _ in 0..5 {
         let t = Instant::now();
         let got = engine
-            .read(EventId(1), Some(std::slice::from_ref(&quiet_hash)), 100)
+            .read(
+                EventId::new(1).expect("an event id"),
+                Some(std::slice::from_ref(&quiet_hash)),
+                100,
+            )
             .await
             .expect("read");
         times.push(t.elapsed());
         assert_eq!(got.len(), 1, "the quiet channel's one later event");
-        assert_eq!(got[0].id, EventId(100_002));
+        assert_eq!(got[0].id, EventId::new(100_002).expect("an event id"));
     }
     times.sort();
     println!(

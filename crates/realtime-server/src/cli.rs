@@ -121,7 +121,7 @@ pub(crate) async fn notify(args: NotifyArgs, env: Env) -> Result<(), String> {
     rt.shutdown().await;
     let ids = result.map_err(|e| e.to_string())?;
     for id in ids {
-        println!("{}", id.0);
+        println!("{}", id.get());
     }
     Ok(())
 }

@@ -49,7 +49,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// The demo user: a demo page acts as this user (of the demo node only).
-const DEMO_USER: UserId = UserId(1);
+const DEMO_USER_ID: i64 = 1;
+
+/// The demo user.
+fn demo_user() -> Result<UserId, Error> {
+    UserId::new(DEMO_USER_ID)
+}
 /// The only component the demo node enables.
 const DEMO_COMPONENT: &str = "tool_realtime";
 /// What the demo node's secret is derived with.
@@ -195,7 +200,7 @@ async fn demo_config(rt: &Realtime, headers: &HeaderMap) -> Result<realtime::Pag
     // As `POST /api/page` does: `server.public_url`, else the request's host; the demo
     // node's endpoints are under `/demo`.
     let url = format!("{}/demo", rt.public_url(headers));
-    rt.page(DEMO_USER, &[demo_channel()], url).await
+    rt.page(demo_user()?, &[demo_channel()], url).await
 }
 
 /// `GET /demo/config`: a fresh page config, the page's `renew` function (the endpoint an

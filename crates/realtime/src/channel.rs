@@ -31,16 +31,16 @@ pub(crate) const MAX_DETAILS_LEN: usize = 255;
 #[serde(deny_unknown_fields, try_from = "ChannelFields")]
 pub struct Channel {
     /// The context the channel belongs to (a course, a module, the system: the app decides).
-    pub contextid: i64,
+    pub(crate) contextid: i64,
     /// Frankenstyle-like owner, such as `mod_quiz`: lowercase `[a-z0-9_]`, 1..=100 characters.
-    pub component: String,
+    pub(crate) component: String,
     /// What the channel is about inside the component, such as `submissions`.
-    pub area: String,
+    pub(crate) area: String,
     /// An id inside the area (0 when unused).
-    pub itemid: i64,
+    pub(crate) itemid: i64,
     /// Free text that narrows the channel further (empty when unused).
     #[serde(rename = "channeldetails")]
-    pub details: String,
+    pub(crate) details: String,
 }
 
 /// The wire form of a channel before validation. `details` and `channeldetails` are both
@@ -65,6 +65,31 @@ impl TryFrom<ChannelFields> for Channel {
 }
 
 impl Channel {
+    /// The context the channel belongs to.
+    pub fn contextid(&self) -> i64 {
+        self.contextid
+    }
+
+    /// The owning component, such as `mod_quiz`.
+    pub fn component(&self) -> &str {
+        &self.component
+    }
+
+    /// What the channel is about inside the component.
+    pub fn area(&self) -> &str {
+        &self.area
+    }
+
+    /// An id inside the area (0 when unused).
+    pub fn itemid(&self) -> i64 {
+        self.itemid
+    }
+
+    /// Free text that narrows the channel further (`channeldetails` on the wire).
+    pub fn details(&self) -> &str {
+        &self.details
+    }
+
     /// Builds a channel, checking every field.
     ///
     /// Area and details are any Unicode text without control characters (Unicode `Cc`: NUL,

@@ -13,13 +13,64 @@ use crate::error::{Error, Result};
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
 )]
 #[serde(transparent)]
-pub struct EventId(pub i64);
+pub struct EventId(pub(crate) i64);
+
+impl EventId {
+    /// Before the first event: a cursor at it gets everything the store holds.
+    pub const ZERO: EventId = EventId(0);
+
+    /// An id as an engine hands it out (ids start at 1; 0 is "before the first").
+    ///
+    /// # Errors
+    /// [`Error::Internal`] for a negative id: a store that holds one is broken.
+    pub fn new(id: i64) -> Result<Self> {
+        if id < 0 {
+            return Err(Error::Internal(format!("event ids are not negative: {id}")));
+        }
+        Ok(EventId(id))
+    }
+
+    /// The id as a number.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
 
 /// Names one incarnation of an engine's store. A cursor from another epoch (another store, or a
 /// store that was lost and recreated) cannot be resumed: the client is told `recovered: false`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Epoch(pub String);
+pub struct Epoch(pub(crate) String);
+
+impl Epoch {
+    /// An epoch's name: 1 to 64 ASCII letters, digits, `-` or `_` (it is half of a cursor, which
+    /// must fit an SSE `id` field). Engines make one when they create their store.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] for another shape: the engine's store is broken.
+    pub fn new(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        if !is_epoch_name(&name) {
+            return Err(Error::Internal(format!(
+                "an epoch is 1 to 64 of [A-Za-z0-9_-], not {name:?}"
+            )));
+        }
+        Ok(Epoch(name))
+    }
+
+    /// The epoch's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// 1 to 64 ASCII letters, digits, `-` or `_`.
+fn is_epoch_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
 
 /// Where a client is: the engine's epoch and the last event id it has seen.
 ///
@@ -45,12 +96,7 @@ impl Cursor {
             )
         };
         let (epoch, id) = s.rsplit_once(':').ok_or_else(bad)?;
-        if epoch.is_empty()
-            || epoch.len() > 64
-            || !epoch
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !is_epoch_name(epoch) {
             return Err(bad());
         }
         let id = parse_canonical_i64(id).ok_or_else(bad)?;

@@ -23,7 +23,7 @@ use crate::secret::Secret;
 /// Who a credential is for. `0` is the guest (not logged in), as in Moodle; negatives are refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct UserId(pub i64);
+pub struct UserId(pub(crate) i64);
 
 impl UserId {
     /// The guest user.
@@ -32,6 +32,33 @@ impl UserId {
     /// Whether this is the guest.
     pub fn is_guest(self) -> bool {
         self.0 == 0
+    }
+
+    /// A user by its id: 0 is the guest, positive ids are users.
+    ///
+    /// # Errors
+    /// `invalid_user` (400) for a negative id.
+    pub fn new(id: i64) -> Result<Self> {
+        if id < 0 {
+            return Err(Error::bad_request(
+                "invalid_user",
+                format!("user ids are 0 (the guest) or positive, not {id}"),
+            ));
+        }
+        Ok(UserId(id))
+    }
+
+    /// The id as a number.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for UserId {
+    type Error = Error;
+
+    fn try_from(id: i64) -> Result<Self> {
+        UserId::new(id)
     }
 }
 

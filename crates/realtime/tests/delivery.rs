@@ -225,7 +225,7 @@ async fn the_library_api_matches_the_http_api() {
     let ch = realtime::Channel::new(3, "mod_lib", "area", 9, "d").expect("valid");
     assert!(s.rt.is_enabled("mod_lib"));
     let sub =
-        s.rt.subscribe(&ch, realtime::UserId(8))
+        s.rt.subscribe(&ch, realtime::UserId::new(8).expect("a user id"))
             .await
             .expect("subscribe");
     let (status, http_sub) = s.api("/api/subscribe", json!({"channel": {"contextid": 3, "component": "mod_lib", "area": "area", "itemid": 9, "details": "d"}, "user": 8})).await;
@@ -237,10 +237,10 @@ async fn the_library_api_matches_the_http_api() {
         s.rt.notify(&ch, &json!({"from": "rust"}))
             .await
             .expect("notify");
-    let page = json!({"usertoken": s.rt.page(realtime::UserId(8), &[ch], String::new()).await.expect("page").usertoken,
+    let page = json!({"usertoken": s.rt.page(realtime::UserId::new(8).expect("a user id"), &[ch], String::new()).await.expect("page").usertoken,
         "subscriptions": [{"channel": http_sub["channel"], "token": http_sub["token"]}], "cursor": http_sub["cursor"]});
     let (_, body) = s.poll(&page, &http_sub["cursor"]).await;
-    assert_eq!(body["events"][0]["id"], id.0);
+    assert_eq!(body["events"][0]["id"], id.get());
     assert_eq!(body["events"][0]["payload"]["from"], "rust");
     s.stop().await;
 }

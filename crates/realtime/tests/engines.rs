@@ -69,7 +69,7 @@ async fn two_sqlite_handles_on_one_file_share_one_log() {
     }
     ta.await.expect("task");
     let from_a = a
-        .read(realtime::EventId(0), None, 1_000)
+        .read(realtime::EventId::ZERO, None, 1_000)
         .await
         .expect("read");
     assert_eq!(from_a.len(), 100);
@@ -151,7 +151,11 @@ async fn the_event_rule_is_enforced_at_notify_and_refusals_store_nothing() {
     assert_eq!(st, 200, "{body}");
     let id = body["id"].as_i64().expect("an id");
     let stored = realtime::testing::internal::engine(&s.rt)
-        .read(realtime::EventId(id - 1), None, 1)
+        .read(
+            realtime::EventId::new(id - 1).expect("an event id"),
+            None,
+            1,
+        )
         .await
         .expect("read");
     assert_eq!(stored[0].area, "C:\\temp \"quoted\" 😀");

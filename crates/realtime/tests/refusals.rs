@@ -47,7 +47,7 @@ async fn forged_or_misused_credentials_are_refused_on_poll() {
         &secret(),
         TokenKind::Subscription,
         Some(&hash),
-        UserId(42),
+        UserId::new(42).expect("a user id"),
         now_secs() - 5,
     );
     let (st, body) = s
@@ -58,7 +58,13 @@ async fn forged_or_misused_credentials_are_refused_on_poll() {
         )
         .await;
     assert_eq!((st, code(&body)), (401, "token_expired"));
-    let old_user = token::sign(&secret(), TokenKind::User, None, UserId(42), now_secs() - 5);
+    let old_user = token::sign(
+        &secret(),
+        TokenKind::User,
+        None,
+        UserId::new(42).expect("a user id"),
+        now_secs() - 5,
+    );
     let mine_subs = json!([{"channel": sub["channel"], "token": sub["token"]}]);
     let (st, body) = s
         .post(

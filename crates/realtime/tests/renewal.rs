@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 /// `page` with every token (the user's and each subscription's) re-signed to expire at `expires`.
 fn with_expiry(page: &Value, expires: i64) -> Value {
     let s = secret();
-    let user = UserId(page["user"].as_i64().expect("user"));
+    let user = UserId::new(page["user"].as_i64().expect("user")).expect("a user id");
     let mut page = page.clone();
     page["usertoken"] = json!(sign(&s, TokenKind::User, None, user, expires));
     for sub in page["subscriptions"].as_array_mut().expect("subscriptions") {

@@ -520,13 +520,13 @@ async fn an_engine_failure_while_subscribing_closes_with_1013_not_4002() {
     // Once the hub has taken the events in, the page's cursor is older than its cache.
     let last = *expected.last().expect("ids");
     for _ in 0..200 {
-        if realtime::testing::internal::hub(&s.rt).head().id.0 >= last {
+        if realtime::testing::internal::hub(&s.rt).head().id.get() >= last {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(
-        realtime::testing::internal::hub(&s.rt).head().id.0,
+        realtime::testing::internal::hub(&s.rt).head().id.get(),
         last,
         "the hub took the events in"
     );

@@ -143,7 +143,7 @@ impl Served {
     /// Waits until this node's hub has taken `id` from the engine.
     pub async fn wait_head(&self, id: i64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while realtime::testing::internal::hub(&self.rt).head().id.0 < id {
+        while realtime::testing::internal::hub(&self.rt).head().id.get() < id {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the hub never reached {id}"
