@@ -1,5 +1,7 @@
 /**
- * Types for realtime.js, the browser/Node client of the realtime server.
+ * Types for realtime.js, the browser/Node client of the realtime server. Written by hand, and
+ * held to the code by test/types.test.mjs: the exports, the `RealtimeClient` getters and
+ * methods, the `ClientOptions` keys and their defaults, the `RealtimeError` fields.
  */
 
 /** Topic of a server event; listeners get a {@link RealtimeEvent}. */

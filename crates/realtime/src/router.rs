@@ -11,7 +11,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::error::Error;
 use crate::{api, transport, Realtime};
 
-/// The browser client, embedded in the binary.
+/// The browser client, embedded in the binary: the one-file bundle that `clients/js/build.mjs`
+/// generates from `clients/js/src/` and that is checked in, so the crate builds without Node.
 pub const REALTIME_JS: &str = include_str!("../../../clients/js/realtime.js");
 
 fn cors(origins: &[String]) -> CorsLayer {
