@@ -76,8 +76,15 @@ test('all transports: server stopped mid-stream and restarted: falls back, resum
     t.diagnostic(`transports used: ${rec.used()}; attempts ${JSON.stringify(stats)}`);
     assert.deepEqual(rec.ids(), ids);
     assert.deepEqual(rec.events.map((e) => e.payload), Array.from({length: 220}, (_, i) => i));
-    assert.deepEqual(rec.used(), ['websocket', 'sse', 'poll', 'websocket']);
-    assert.deepEqual(rec.changes.map((c) => c.reason), ['start', 'fallback', 'fallback', 'climb']);
+    // Down through SSE to poll while the server is away, back on the WebSocket once it returns. How
+    // many rounds of climb-and-fall the outage takes depends on how long the restart takes on this
+    // machine (the backoff here is 20–100 ms), so only the shape is asserted.
+    const used = rec.used();
+    assert.deepEqual(used.slice(0, 3), ['websocket', 'sse', 'poll'], `${used}`);
+    assert.equal(used.at(-1), 'websocket', `${used}`);
+    const reasons = rec.changes.map((c) => c.reason);
+    assert.equal(reasons[0], 'start');
+    assert.ok(reasons.slice(1).every((r) => r === 'fallback' || r === 'climb'), `${reasons}`);
     assert.deepEqual(rec.lost, []);
     assert.deepEqual(rec.recoveries, []);
     assert.equal(rec.client.state, 'running');
