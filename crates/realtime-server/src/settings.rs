@@ -26,7 +26,7 @@ pub(crate) fn load(file: Option<&Path>, env: &Env) -> Result<Config, String> {
     }
     apply_env(&mut table, env)?;
     let config: Config = table.try_into().map_err(|e| format!("settings: {e}"))?;
-    config.validate()?;
+    config.validate().map_err(|e| e.to_string())?;
     Ok(config)
 }
 

@@ -420,11 +420,15 @@ impl Default for RateConfig {
 pub const IMPLEMENTED_TRANSPORTS: &[&str] = &["websocket", "sse", "poll"];
 
 impl Config {
-    /// Checks every setting; call once at start.
+    /// Checks every setting; [`crate::Realtime::start`] calls it.
     ///
     /// # Errors
-    /// A message naming the setting and what is wrong with it.
-    pub fn validate(&self) -> Result<(), String> {
+    /// [`crate::Error::Config`] with a message naming the setting and what is wrong with it.
+    pub fn validate(&self) -> crate::Result<()> {
+        self.check().map_err(crate::Error::Config)
+    }
+
+    fn check(&self) -> Result<(), String> {
         if !["auto", "on", "off"].contains(&self.server.demo.as_str()) {
             return Err(format!(
                 "server.demo must be auto, on or off, not {:?}",

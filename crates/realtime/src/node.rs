@@ -108,7 +108,7 @@ impl Realtime {
     /// # Errors
     /// [`Error::Config`] for a bad setting; an engine error when its position cannot be read.
     pub async fn start(config: Config, secret: Secret, engine: Arc<dyn Engine>) -> Result<Self> {
-        config.validate().map_err(Error::Config)?;
+        config.validate()?;
         crate::telemetry::describe();
         let hub = Hub::with_limits(
             engine.clone(),

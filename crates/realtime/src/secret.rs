@@ -21,13 +21,13 @@ impl Secret {
     /// Accepts a secret given as text (config, environment, file).
     ///
     /// # Errors
-    /// When shorter than [`MIN_SECRET_LEN`] bytes once trimmed.
-    pub fn from_text(text: &str) -> Result<Self, String> {
+    /// [`crate::Error::Config`] when shorter than [`MIN_SECRET_LEN`] bytes once trimmed.
+    pub fn from_text(text: &str) -> crate::Result<Self> {
         let text = text.trim();
         if text.len() < MIN_SECRET_LEN {
-            return Err(format!(
+            return Err(crate::Error::Config(format!(
                 "the secret must be at least {MIN_SECRET_LEN} characters"
-            ));
+            )));
         }
         Ok(Secret(text.as_bytes().to_vec()))
     }
