@@ -239,7 +239,7 @@ pub struct LimitsConfig {
     /// An HTTP response or SSE stream whose client takes no bytes for this long is dropped, in
     /// milliseconds (default 10 s, as `websocket.write_timeout_ms`). Enforced on every
     /// connection by [`crate::serve::serve`] (the `realtime` binary uses it); an embedder that
-    /// serves with `axum::serve` wraps its listener in [`crate::transport::WriteTimeoutListener`].
+    /// serves with `axum::serve` instead has no such timeout: serve with [`crate::serve`].
     /// An SSE client resumes by `Last-Event-ID`.
     pub write_timeout_ms: u64,
     /// Most open streaming connections (WebSockets, SSE streams, waiting long-polls) of one

@@ -21,7 +21,7 @@ impl Secret {
     /// Accepts a secret given as text (config, environment, file).
     ///
     /// # Errors
-    /// [`crate::Error::Config`] when shorter than [`MIN_SECRET_LEN`] bytes once trimmed.
+    /// [`crate::Error::Config`] when shorter than 16 bytes once trimmed.
     pub fn from_text(text: &str) -> crate::Result<Self> {
         let text = text.trim();
         if text.len() < MIN_SECRET_LEN {

@@ -132,7 +132,7 @@ pub struct ServeOptions {
     /// How long shutdown waits for requests in flight before it drops their connections.
     pub drain_timeout: Duration,
     /// How long a write may wait for a client that takes no bytes before the connection is
-    /// dropped (`limits.write_timeout_ms`; see [`crate::transport::WriteTimeoutIo`]).
+    /// dropped (`limits.write_timeout_ms`).
     pub write_timeout: Duration,
 }
 
@@ -194,7 +194,7 @@ impl Default for ServeOptions {
 }
 
 /// Binds `addr` (`host:port`; port 0 picks a free port) with a listen backlog of
-/// [`LISTEN_BACKLOG`] rather than the usual 128, so bursts of connections wait in the kernel
+/// 1,024 rather than the usual 128, so bursts of connections wait in the kernel
 /// instead of being refused.
 ///
 /// # Errors
