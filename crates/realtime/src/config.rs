@@ -487,6 +487,15 @@ impl Config {
         if self.webhooks.max_response_bytes == 0 {
             return Err("webhooks.max_response_bytes must be at least 1".into());
         }
+        // Not a silent ignore: pages would get 404 `no handler` for a component the operator
+        // meant to serve.
+        #[cfg(not(feature = "webhooks"))]
+        if let Some(c) = self.webhooks.components.keys().next() {
+            return Err(format!(
+                "webhooks.components.{c}: this build of realtime has no webhooks (the `webhooks` \
+                 cargo feature is off); register a Rust handler with Realtime::handle instead"
+            ));
+        }
         for (c, url) in &self.webhooks.components {
             crate::channel::validate_component(c)
                 .map_err(|e| format!("webhooks.components: {e}"))?;

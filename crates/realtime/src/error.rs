@@ -185,6 +185,7 @@ impl IntoResponse for Error {
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         Error::EngineUnavailable(format!("sqlite: {e}"))

@@ -12,7 +12,9 @@
 //!   longer than `webhooks.max_response_bytes` (read as it streams, never buffered past the
 //!   cap) → 502; too slow → 504. The page is told only `webhook failed` / `webhook timed
 //!   out`; the URL and the cause go to the log.
-//!   A Rust handler registered for a component wins over a webhook.
+//!   A Rust handler registered for a component wins over a webhook. Webhooks need the
+//!   `webhooks` cargo feature (on by default); without it a configured webhook is a start-up
+//!   error ([`crate::config::Config::validate`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -28,7 +30,9 @@ use sha2::Sha256;
 
 use crate::error::{Error, Result};
 use crate::secret::Secret;
-use crate::token::{now_secs, UserId};
+#[cfg(feature = "webhooks")]
+use crate::token::now_secs;
+use crate::token::UserId;
 
 /// Who is sending, to which component.
 #[derive(Debug, Clone)]
@@ -92,7 +96,14 @@ type HandlerFn = Arc<dyn Fn(SendContext, Value) -> HandlerFuture + Send + Sync>;
 /// The registry: Rust handlers and webhook URLs.
 pub(crate) struct Handlers {
     rust: RwLock<HashMap<String, HandlerFn>>,
-    webhooks: BTreeMap<String, String>,
+    #[cfg(feature = "webhooks")]
+    webhooks: Webhooks,
+}
+
+/// The webhook side: URLs per component and the client that calls them.
+#[cfg(feature = "webhooks")]
+struct Webhooks {
+    urls: BTreeMap<String, String>,
     client: reqwest::Client,
     secret: Secret,
     /// Longest webhook answer relayed to a page (`webhooks.max_response_bytes`).
@@ -100,25 +111,25 @@ pub(crate) struct Handlers {
 }
 
 impl Handlers {
+    /// The registry; `webhooks` must be empty without the `webhooks` feature (the config's
+    /// validation says so first).
+    #[cfg_attr(not(feature = "webhooks"), allow(unused_variables))]
     pub(crate) fn new(
         webhooks: BTreeMap<String, String>,
         timeout: Duration,
         max_response: usize,
         secret: Secret,
     ) -> Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            // A redirect would carry the signed body (and the user's payload) elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| Error::Internal(format!("building the webhook client: {e}")))?;
+        #[cfg(not(feature = "webhooks"))]
+        if let Some(c) = webhooks.keys().next() {
+            return Err(Error::Config(format!(
+                "webhooks.components.{c}: this build of realtime has no webhooks (the `webhooks` cargo feature is off)"
+            )));
+        }
         Ok(Handlers {
             rust: RwLock::new(HashMap::new()),
-            webhooks,
-            client,
-            secret,
-            max_response,
+            #[cfg(feature = "webhooks")]
+            webhooks: Webhooks::new(webhooks, timeout, max_response, secret)?,
         })
     }
 
@@ -135,12 +146,14 @@ impl Handlers {
     }
 
     pub(crate) fn has(&self, component: &str) -> bool {
-        self.webhooks.contains_key(component)
-            || self
-                .rust
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(component)
+        #[cfg(feature = "webhooks")]
+        if self.webhooks.urls.contains_key(component) {
+            return true;
+        }
+        self.rust
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(component)
     }
 
     /// Runs the component's handler as `ctx.user` and returns its JSON answer.
@@ -162,16 +175,41 @@ impl Handlers {
             return serde_json::value::to_raw_value(&answer)
                 .map_err(|e| Error::Internal(format!("serialising a handler answer: {e}")));
         }
-        let Some(url) = self.webhooks.get(&ctx.component) else {
-            return Err(Error::NotFound(format!(
-                "no handler is registered for component {:?}",
-                ctx.component
-            )));
-        };
-        self.call_webhook(url, &ctx, payload).await
+        #[cfg(feature = "webhooks")]
+        if let Some(url) = self.webhooks.urls.get(&ctx.component) {
+            return self.webhooks.call(url, &ctx, payload).await;
+        }
+        Err(Error::NotFound(format!(
+            "no handler is registered for component {:?}",
+            ctx.component
+        )))
+    }
+}
+
+#[cfg(feature = "webhooks")]
+impl Webhooks {
+    fn new(
+        urls: BTreeMap<String, String>,
+        timeout: Duration,
+        max_response: usize,
+        secret: Secret,
+    ) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            // A redirect would carry the signed body (and the user's payload) elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| Error::Internal(format!("building the webhook client: {e}")))?;
+        Ok(Webhooks {
+            urls,
+            client,
+            secret,
+            max_response,
+        })
     }
 
-    async fn call_webhook(
+    async fn call(
         &self,
         url: &str,
         ctx: &SendContext,
@@ -189,7 +227,7 @@ impl Handlers {
             payload,
         })
         .map_err(|e| Error::Internal(format!("serialising a webhook body: {e}")))?;
-        let result = self.post_webhook(url, &ctx.component, body).await;
+        let result = self.post(url, &ctx.component, body).await;
         if let Err(e) = &result {
             // The page gets a word (`Error::body`); the operator gets the URL and the cause.
             tracing::warn!(component = %ctx.component, url, user = %ctx.user, error = %e, "webhook failed");
@@ -197,12 +235,7 @@ impl Handlers {
         result
     }
 
-    async fn post_webhook(
-        &self,
-        url: &str,
-        component: &str,
-        body: Vec<u8>,
-    ) -> Result<Box<RawValue>> {
+    async fn post(&self, url: &str, component: &str, body: Vec<u8>) -> Result<Box<RawValue>> {
         let timestamp = now_secs().to_string();
         let signature = sign_webhook(&self.secret, &timestamp, &body);
         let mut answer = self
@@ -264,6 +297,7 @@ impl Handlers {
     }
 }
 
+#[cfg(feature = "webhooks")]
 fn webhook_error(component: &str, url: &str, e: reqwest::Error) -> Error {
     if e.is_timeout() {
         Error::WebhookTimeout(format!(

@@ -7,10 +7,11 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use realtime::{Channel, Config, Realtime, Secret, UserId, engine::SqliteEngine};
+//! use realtime::{Channel, Config, Realtime, Secret, UserId, engine::MemoryEngine};
 //!
 //! # async fn demo() -> realtime::Result<()> {
-//! let engine = Arc::new(SqliteEngine::open("realtime.db").await?);
+//! // `engine::SqliteEngine` (feature `sqlite`), `realtime_postgres`, or any `engine::Engine`.
+//! let engine = Arc::new(MemoryEngine::new());
 //! let rt = Realtime::start(Config::default(), Secret::generate().0, engine).await?;
 //! // Pages send to `mod_chat`; the handler runs as the sender.
 //! rt.handle("mod_chat", |ctx, payload| async move {
@@ -21,10 +22,33 @@
 //! let page = rt.page(UserId(42), &[channel.clone()], "http://localhost:3000/rt".into()).await?;
 //! // From anywhere, later: every page subscribed to the channel gets the event.
 //! rt.notify(&channel, &serde_json::json!({"text": "hello"})).await?;
-//! // Mount the client endpoints under the app's own router.
-//! let app: axum::Router = axum::Router::new().nest("/rt", rt.router());
+//! // Mount the client endpoints under the app's own router; the API (`rt.api_router()`)
+//! // goes on an internal listener, or nowhere when the app calls the node in-process.
+//! let app: axum::Router = axum::Router::new().nest("/rt", rt.client_router());
 //! # let _ = (page, app); Ok(()) }
 //! ```
+//!
+//! # Cargo features
+//!
+//! - `sqlite` (default): [`engine::SqliteEngine`], the single-file engine (rusqlite, SQLite
+//!   compiled in).
+//! - `webhooks` (default): send to server by webhook (`[webhooks.components]`, an HTTP
+//!   client). Without it only Rust handlers ([`Realtime::handle`]) answer, and a configured
+//!   webhook is an [`Error::Config`] at [`Realtime::start`].
+//!
+//! An embedder that brings its own engine (`realtime-postgres`, `realtime-redis`, a custom
+//! one) and Rust handlers needs neither: `realtime = { version = "...",
+//! default-features = false }`.
+//!
+//! # Examples
+//!
+//! In `crates/realtime/examples/`, each run with `cargo run -p realtime --example NAME`:
+//! - `embed`: an axum app with its own page, the client endpoints under `/rt`, the API on a
+//!   loopback listener, a Rust handler that notifies the channel;
+//! - `background_notify`: notify from a background task while serving;
+//! - `counting_engine`: a custom engine wrapping another one;
+//! - `graceful_shutdown`: [`serve`] with [`ServeOptions`], and a right shutdown on ctrl-c or
+//!   SIGTERM (cancel the node, streams end, drain).
 //!
 //! See `ARCHITECTURE.md` for the parts and the path of an event, and `docs/protocol.md` for
 //! the wire contract.
@@ -66,3 +90,8 @@ pub use router::REALTIME_JS;
 pub use secret::{random_hex, Secret};
 pub use serve::{bind, serve, ServeOptions};
 pub use token::UserId;
+
+/// The README's Rust example compiles (it needs the `sqlite` feature).
+#[cfg(all(doctest, feature = "sqlite"))]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

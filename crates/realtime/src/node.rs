@@ -665,4 +665,25 @@ mod tests {
         );
         assert!(check_payload(&raw, 7, 64).is_ok());
     }
+
+    /// Without the `webhooks` feature a configured webhook is refused at start-up, by name,
+    /// not ignored (pages would get 404 for a component the operator meant to serve).
+    #[cfg(not(feature = "webhooks"))]
+    #[tokio::test]
+    async fn a_webhook_without_the_webhooks_feature_is_a_start_up_error() {
+        let mut config = crate::Config::default();
+        config
+            .webhooks
+            .components
+            .insert("mod_chat".into(), "http://127.0.0.1:9/hook".into());
+        let engine = std::sync::Arc::new(crate::engine::MemoryEngine::new());
+        let secret = crate::Secret::generate().0;
+        match super::Realtime::start(config, secret, engine).await {
+            Err(crate::Error::Config(message)) => {
+                assert!(message.contains("`webhooks` cargo feature"), "{message}");
+                assert!(message.contains("mod_chat"), "{message}");
+            }
+            other => panic!("expected Error::Config, got {other:?}"),
+        }
+    }
 }

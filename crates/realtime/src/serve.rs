@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn demo(rt: realtime::Realtime) -> std::io::Result<()> {
-//! use realtime::serve::{bind, serve, ServeOptions};
+//! use realtime::{bind, serve, ServeOptions};
 //! let listener = bind("0.0.0.0:8787").await?;
 //! let options = ServeOptions::from_config(rt.config());
 //! let cancel = rt.shutdown_token().clone();

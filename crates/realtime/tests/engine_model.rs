@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use realtime::engine::{Engine, MemoryEngine, SqliteEngine};
+use realtime::engine::{Engine, MemoryEngine};
 use realtime::testing::{check_against_model, model_config, model_op};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -27,11 +27,12 @@ proptest! {
         });
     }
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn sqlite_engine_matches_the_model(ops in prop::collection::vec(model_op(), 1..40)) {
         let dir = tempfile::tempdir().expect("tempdir");
         runtime().block_on(async {
-            let engine = SqliteEngine::open(dir.path().join("model.db")).await.expect("open");
+            let engine = realtime::engine::SqliteEngine::open(dir.path().join("model.db")).await.expect("open");
             let engine = Arc::new(engine) as Arc<dyn Engine>;
             check_against_model(engine.clone(), &ops).await;
             engine.close().await;

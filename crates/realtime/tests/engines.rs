@@ -8,7 +8,9 @@ use std::sync::Arc;
 use common::{config, TestServer, API_KEY};
 use serde_json::{json, Value};
 
-use realtime::engine::{Engine, MemoryEngine, SqliteEngine};
+#[cfg(feature = "sqlite")]
+use realtime::engine::SqliteEngine;
+use realtime::engine::{Engine, MemoryEngine};
 use realtime::testing::engine_conformance;
 
 #[tokio::test]
@@ -16,6 +18,7 @@ async fn memory_engine_conforms() {
     engine_conformance(|| async { Arc::new(MemoryEngine::new()) as Arc<dyn Engine> }).await;
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_engine_conforms() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -32,6 +35,7 @@ async fn sqlite_engine_conforms() {
 
 /// Two engines on one file stand for two processes: each sees the other's events, ids stay
 /// unique and ascending, and the epoch is shared.
+#[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sqlite_handles_on_one_file_share_one_log() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -74,6 +74,7 @@ async fn a_cursor_from_another_store_is_told_with_the_current_cursor() {
     s.stop().await;
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn events_survive_a_restart_on_the_same_file_and_ids_are_never_reused() {
     let dir = tempfile::tempdir().expect("tempdir");

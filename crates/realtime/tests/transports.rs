@@ -459,6 +459,7 @@ async fn a_disabled_transport_is_not_served_and_not_offered() {
     s.stop().await;
 }
 
+#[cfg(feature = "sqlite")]
 /// The SQLite engine, whose reads fail while `down` is set: an engine that is unavailable for a
 /// moment (the PostgreSQL pool busy during a rolling restart, when every client resumes at once).
 struct Flaky {
@@ -466,6 +467,7 @@ struct Flaky {
     down: std::sync::atomic::AtomicBool,
 }
 
+#[cfg(feature = "sqlite")]
 #[async_trait::async_trait]
 impl realtime::engine::Engine for Flaky {
     fn name(&self) -> &'static str {
@@ -503,6 +505,7 @@ impl realtime::engine::Engine for Flaky {
 
 /// A transient failure while subscribing is not final: the connection closes with 1013 (try
 /// again later), not 4002, and the same subscribe succeeds once the engine is back.
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn an_engine_failure_while_subscribing_closes_with_1013_not_4002() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -23,9 +23,11 @@ use crate::error::Result;
 use crate::event::{Epoch, Event, EventId, NewEvent};
 
 pub mod memory;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 pub use memory::MemoryEngine;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteEngine;
 
 /// For engine implementations: seconds since the Unix epoch, now (an event's `timecreated`).

@@ -9,9 +9,10 @@
 //! held, and lets an SSE client resume by `Last-Event-ID`. An idle connection is not affected:
 //! only a write that waits counts. WebSockets have their own, earlier, timeout (close 4008).
 //!
-//! The `realtime` binary serves through it; an embedder wraps its own listener:
+//! The `realtime` binary serves through it (the module is internal: the crate's own tests
+//! reach it through `testing::internal`):
 //!
-//! ```no_run
+//! ```ignore
 //! # async fn serve(app: axum::Router) -> std::io::Result<()> {
 //! use realtime::transport::{PeerAddr, WriteTimeoutListener};
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8787").await?;

@@ -1,10 +1,11 @@
 //! A real server for tests: the library's router on a random loopback port, over a real
-//! SQLite file in a temporary directory, and a small HTTP client that speaks to it as an
+//! SQLite file in a temporary directory (the memory engine without the `sqlite` feature), and a small HTTP client that speaks to it as an
 //! application and as a page would.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::sync::Arc;
 
+#[cfg(feature = "sqlite")]
 use realtime::engine::SqliteEngine;
 use realtime::{Config, Realtime, Secret};
 use serde_json::{json, Value};
@@ -37,11 +38,15 @@ pub fn secret() -> Secret {
 impl TestServer {
     pub async fn start(config: Config) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
+        // SQLite when the crate has it, else the memory engine.
+        #[cfg(feature = "sqlite")]
         let engine = Arc::new(
             SqliteEngine::open(dir.path().join("realtime.db"))
                 .await
                 .expect("sqlite opens"),
         );
+        #[cfg(not(feature = "sqlite"))]
+        let engine = Arc::new(realtime::engine::MemoryEngine::new());
         Self::start_with(config, engine, dir).await
     }
 

@@ -1,6 +1,7 @@
 //! A real server as the `realtime` binary serves it: the library's router behind a
 //! `WriteTimeoutListener`, with the peer address handed over (`ConnectInfo<SocketAddr>`), on a
-//! random loopback port over a real SQLite file. Plus raw-socket helpers for clients that
+//! random loopback port over a real SQLite file (the memory engine without the `sqlite`
+//! feature). Plus raw-socket helpers for clients that
 //! misbehave (never read, send broken frames).
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
@@ -8,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "sqlite")]
 use realtime::engine::SqliteEngine;
 use realtime::testing::internal::{PeerAddr, WriteTimeoutListener};
 use realtime::{Config, Realtime, Secret};
@@ -40,11 +42,15 @@ pub fn config(tweak: impl FnOnce(&mut Config)) -> Config {
 impl Served {
     pub async fn start(config: Config) -> Served {
         let dir = tempfile::tempdir().expect("tempdir");
+        // SQLite when the crate has it, else the memory engine.
+        #[cfg(feature = "sqlite")]
         let engine = Arc::new(
             SqliteEngine::open(dir.path().join("realtime.db"))
                 .await
                 .expect("sqlite opens"),
         );
+        #[cfg(not(feature = "sqlite"))]
+        let engine = Arc::new(realtime::engine::MemoryEngine::new());
         let secret = Secret::from_text("test-secret-0123456789abcdef").expect("a valid secret");
         let write_timeout = Duration::from_millis(config.limits.write_timeout_ms);
         let rt = Realtime::start(config, secret, engine)
