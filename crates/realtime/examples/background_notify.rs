@@ -42,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             // A failure (the engine unavailable) is logged, and the next tick tries again.
             match node.notify(&channel, &json!({"tick": n})).await {
-                Ok(id) => println!("tick {n} is event {}", id.0),
+                Ok(id) => println!("tick {n} is event {}", id.get()),
                 Err(e) => eprintln!("tick {n} not sent: {e}"),
             }
         }
@@ -71,7 +71,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn page(State(rt): State<Realtime>, headers: HeaderMap) -> Response {
     let url = format!("{}/rt", rt.public_url(&headers));
     let config = match clock() {
-        Ok(channel) => rt.page(UserId(42), &[channel], url).await,
+        Ok(channel) => match UserId::new(42) {
+            Ok(user) => rt.page(user, &[channel], url).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     let config = match config.map(|c| serde_json::to_string(&c)) {

@@ -71,7 +71,11 @@ pub(crate) async fn run() -> realtime::Result<u64> {
     let channel = Channel::new(1, "mod_demo", "counts", 0, "")?;
     for n in 1..=3 {
         let id = rt.notify(&channel, &json!({"n": n})).await?;
-        println!("notified event {} on the {} engine", id.0, rt.engine_name());
+        println!(
+            "notified event {} on the {} engine",
+            id.get(),
+            rt.engine_name()
+        );
     }
     rt.shutdown().await;
     Ok(engine.appended.load(Ordering::Relaxed))

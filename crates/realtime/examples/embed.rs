@@ -55,7 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .notify(&channel, &json!({"from": ctx.user, "text": text}))
                 .await
                 .map_err(|e| HandlerError::internal(e.to_string()))?;
-            Ok(json!({"sent": id.0}))
+            Ok(json!({"sent": id.get()}))
         }
     });
 
@@ -102,7 +102,10 @@ async fn page(
     // Where the page reaches the client endpoints: this host, under `/rt`.
     let url = format!("{}/rt", rt.public_url(&headers));
     let config = match room() {
-        Ok(channel) => rt.page(UserId(user), &[channel], url).await,
+        Ok(channel) => match UserId::new(user) {
+            Ok(user) => rt.page(user, &[channel], url).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     let config = match config.map(|c| serde_json::to_string(&c)) {

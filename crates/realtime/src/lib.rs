@@ -19,7 +19,7 @@
 //! });
 //! // While rendering a page: what the page embeds and hands to `init`.
 //! let channel = Channel::new(1, "mod_chat", "messages", 0, "")?;
-//! let page = rt.page(UserId(42), &[channel.clone()], "http://localhost:3000/rt".into()).await?;
+//! let page = rt.page(UserId::new(42)?, &[channel.clone()], "http://localhost:3000/rt".into()).await?;
 //! // From anywhere, later: every page subscribed to the channel gets the event.
 //! rt.notify(&channel, &serde_json::json!({"text": "hello"})).await?;
 //! // Mount the client endpoints under the app's own router; the API (`rt.api_router()`)
